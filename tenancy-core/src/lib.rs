@@ -1,0 +1,43 @@
+//! Schema-per-tenant multi-tenancy for [diesel] on PostgreSQL.
+//!
+//! Every tenant owns one PostgreSQL schema with the same tables. Application
+//! code is written once, against unqualified table names; this crate makes
+//! sure every connection it hands out resolves those names in exactly one
+//! tenant's schema, and that no code path gets a connection that doesn't.
+//!
+//! * [`SchemaName`]: the validated tenant name (and [`schema!`] for literals
+//!   checked at compile time).
+//! * [`TenantPool`]: one pool for all tenants; [`TenantPool::tenant`],
+//!   [`TenantPool::transaction`], [`TenantPool::shared`].
+//! * [`TenantContext`], [`Tenant`] and [`tenant_scoped`]: DAL functions that
+//!   can only reach their own tenant.
+//!
+//! # What a borrower may do with a connection
+//!
+//! A checked-out connection dereferences to diesel's `PgConnection`, so any
+//! SQL can be sent through it. The pool watches the statements sent (the
+//! session guard, installed as each connection's diesel instrumentation) for
+//! the few that would outlive the checkout: a session `SET search_path` makes
+//! the pool forget the connection's scope (the next checkout re-scopes it);
+//! other session `SET`s, `RESET ALL`, `DISCARD`, `set_config`, temporary
+//! tables, session advisory locks and transactions left open retire the
+//! physical connection. Either way the next borrower starts clean.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+mod context;
+mod error;
+mod guard;
+mod pool;
+mod schema_name;
+
+pub use context::{Tenant, TenantContext};
+pub use error::{parse_schema, TenancyError};
+pub use pool::{
+    InstrumentationFactory, PoolState, PoolerMode, SharedConnection, TenantConnection, TenantPool, TenantPoolBuilder,
+};
+pub use schema_name::{SchemaName, SchemaNameError, DEFAULT_REGISTRY_SCHEMA, MAX_LEN};
+pub use tenancy_macros::tenant_scoped;
+
+/// Re-exported so that users and generated code name one diesel.
+pub use diesel;
