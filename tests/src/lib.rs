@@ -1,1 +1,87 @@
+//! Shared set-up for tenancy's integration tests: a PostgreSQL (found or
+//! started by `tenancy-devdb`), uniquely named tenant schemas that are
+//! dropped when the test ends, and an admin connection that bypasses the
+//! library (for checking what really landed where).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection};
+use tenancy_core::{SchemaName, TenantPool};
+
+/// The URL of the test PostgreSQL.
+pub fn url() -> String {
+    match tenancy_devdb::shared() {
+        Ok(db) => db.url().to_owned(),
+        Err(e) => panic!("no PostgreSQL for the tests: {e}"),
+    }
+}
+
+/// A direct connection, outside any pool, for set-up and for auditing.
+pub fn admin() -> PgConnection {
+    PgConnection::establish(&url()).expect("admin connection")
+}
+
+/// A pool with default settings on the test database.
+pub fn pool() -> TenantPool {
+    TenantPool::builder().max_size(4).build(&url()).expect("pool")
+}
+
+/// A schema name no other test (or test run) uses: `{prefix}_{pid}_{n}_{nanos}`.
+pub fn unique_schema(prefix: &str) -> SchemaName {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let name = format!("{prefix}_{}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed), nanos % 1_000_000);
+    SchemaName::new(&name).unwrap_or_else(|e| panic!("bad test schema name {name}: {e}"))
+}
+
+/// Tenant schemas created for one test and dropped (CASCADE) when it ends.
+pub struct Schemas {
+    pub names: Vec<SchemaName>,
+}
+
+impl Schemas {
+    /// Creates `count` uniquely named schemas, each with `ddl` run inside it
+    /// (unqualified names in `ddl` land in the schema).
+    pub fn create(prefix: &str, count: usize, ddl: &str) -> Self {
+        let mut conn = admin();
+        let names: Vec<SchemaName> = (0..count).map(|_| unique_schema(prefix)).collect();
+        for name in &names {
+            conn.batch_execute(&format!(
+                "CREATE SCHEMA {q}; SET search_path TO {q}; {ddl}; RESET search_path;",
+                q = name.quoted()
+            ))
+            .unwrap_or_else(|e| panic!("creating {name}: {e}"));
+        }
+        Self { names }
+    }
+
+    pub fn first(&self) -> &SchemaName {
+        &self.names[0]
+    }
+}
+
+impl Drop for Schemas {
+    fn drop(&mut self) {
+        if let Ok(mut conn) = PgConnection::establish(&url()) {
+            for name in &self.names {
+                let _ = conn.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", name.quoted()));
+            }
+        }
+    }
+}
+
+/// A table definition used by many tests: rows tagged with the tenant that wrote them.
+pub const ITEMS_DDL: &str = "CREATE TABLE items (id BIGSERIAL PRIMARY KEY, tenant TEXT NOT NULL, body TEXT NOT NULL DEFAULT '')";
+
+diesel::table! {
+    /// `ITEMS_DDL` as a diesel table.
+    items (id) {
+        id -> BigInt,
+        tenant -> Text,
+        body -> Text,
+    }
+}
