@@ -31,6 +31,10 @@ mod guard;
 mod pool;
 mod schema_name;
 
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
 pub use context::{Tenant, TenantContext};
 pub use error::{parse_schema, TenancyError};
 pub use pool::{
