@@ -8,6 +8,9 @@
 //! * `SET search_path`, `RESET search_path`: the next checkout for the
 //!   "same" tenant would resolve names elsewhere. The connection's scope is
 //!   forgotten, so the next checkout re-scopes it (one statement).
+//! * a statement that failed: the connection may be dead or half-way through
+//!   something, so its scope is checked again (that re-scoping statement also
+//!   proves the connection alive) before anyone gets it.
 //! * any other session `SET`/`RESET`, `RESET ALL`, `DISCARD`, `DEALLOCATE`,
 //!   `set_config(...)`, session advisory locks, `CREATE TEMP TABLE` (temporary
 //!   tables are searched before the tenant schema), `LISTEN`, and transaction
@@ -84,6 +87,14 @@ impl Instrumentation for SessionGuard {
         match &event {
             InstrumentationEvent::StartQuery { query, .. } if self.enabled && !self.internal => {
                 self.inspect(query);
+            }
+            InstrumentationEvent::FinishQuery { error: Some(error), .. } => {
+                // After a failed statement the session may be gone or half-way
+                // through something: never trust its scope without checking again.
+                self.hazards.search_path = true;
+                if crate::pool::connection_lost(error) {
+                    self.hazards.retire = true;
+                }
             }
             InstrumentationEvent::BeginTransaction { .. }
             | InstrumentationEvent::CommitTransaction { .. }

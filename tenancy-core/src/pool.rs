@@ -419,6 +419,11 @@ impl r2d2::ManageConnection for Manager {
 }
 
 impl PooledPg {
+    /// `true` if `error` (just returned on this connection) means the session is gone.
+    fn lost(&mut self, error: &DieselError) -> bool {
+        connection_lost(error) || AnsiTransactionManager::is_broken_transaction_manager(&mut self.conn)
+    }
+
     fn guard(&mut self) -> Option<&mut SessionGuard> {
         self.conn.instrumentation().downcast_mut::<SessionGuard>()
     }
@@ -473,7 +478,7 @@ impl PooledPg {
 }
 
 /// `true` for errors that mean the server connection itself is gone.
-fn connection_lost(error: &DieselError) -> bool {
+pub(crate) fn connection_lost(error: &DieselError) -> bool {
     matches!(
         error,
         DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand, _)
@@ -581,11 +586,9 @@ impl TenantPool {
                     return Ok(TenantConnection::new(pooled, self));
                 }
                 Ok(false) => return Err(TenancyError::TenantNotFound { schema: schema.clone() }),
-                Err(e) if connection_lost(&e) && attempt < self.attempts() => {
-                    pooled.retire = true;
-                }
+                Err(e) if pooled.lost(&e) && attempt < self.attempts() => pooled.retire = true,
                 Err(e) => {
-                    pooled.retire |= connection_lost(&e);
+                    pooled.retire |= pooled.lost(&e);
                     return Err(e.into());
                 }
             }
@@ -616,9 +619,9 @@ impl TenantPool {
                         self.inner.shared_schema
                     )))
                 }
-                Err(e) if connection_lost(&e) && attempt < self.attempts() => pooled.retire = true,
+                Err(e) if pooled.lost(&e) && attempt < self.attempts() => pooled.retire = true,
                 Err(e) => {
-                    pooled.retire |= connection_lost(&e);
+                    pooled.retire |= pooled.lost(&e);
                     return Err(e.into());
                 }
             }
@@ -685,9 +688,9 @@ impl TenantPool {
             let result = pooled.internal(|c| AnsiTransactionManager::begin_transaction_sql(c, begin_sql));
             match result {
                 Ok(()) => return Ok(TenantConnection::new(pooled, self)),
-                Err(e) if connection_lost(&e) && attempt < self.attempts() => pooled.retire = true,
+                Err(e) if pooled.lost(&e) && attempt < self.attempts() => pooled.retire = true,
                 Err(e) => {
-                    if connection_lost(&e) {
+                    if pooled.lost(&e) {
                         pooled.retire = true;
                         return Err(e.into());
                     }

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what is missing
+# (PostgreSQL server binaries, libpq headers, PgBouncer), then builds and runs
+# every test, doc test, example and the quick benchmarks. PostgreSQL itself is
+# found or started by the tests (tenancy-devdb): DATABASE_URL, else the server
+# on 127.0.0.1:5432, else a throwaway cluster that is removed afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+have_server_binaries() {
+    command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
+}
+have_server_binaries || missing+=(postgresql)
+[ -e /usr/include/postgresql/libpq-fe.h ] || missing+=(libpq-dev)
+command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "==> installing ${missing[*]}"
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+echo "==> format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+echo "==> tests"
+cargo test --workspace --quiet

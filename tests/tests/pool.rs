@@ -1,0 +1,440 @@
+//! TenantPool against a real PostgreSQL: exact search paths, no inheritance
+//! between borrowers, no `public` fallback, round trips, transactions,
+//! killed connections and concurrency.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Text};
+use tenancy_core::{PoolerMode, SchemaName, TenancyError, TenantPool};
+use tenancy_tests::{admin, items, unique_schema, url, Schemas, ITEMS_DDL};
+
+/// Counts the statements a connection sends (every `StartQuery` is one message).
+#[derive(Clone, Default)]
+struct StatementLog(Arc<Mutex<Vec<String>>>);
+
+impl StatementLog {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut self.0.lock().unwrap())
+    }
+}
+
+struct Recorder(StatementLog);
+
+impl Instrumentation for Recorder {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        if let InstrumentationEvent::StartQuery { query, .. } = event {
+            self.0 .0.lock().unwrap().push(query.to_string());
+        }
+    }
+}
+
+fn pool_of_one() -> TenantPool {
+    TenantPool::builder().max_size(1).build(&url()).unwrap()
+}
+
+fn logged_pool(size: u32) -> (TenantPool, StatementLog) {
+    let log = StatementLog::default();
+    let for_factory = log.clone();
+    let pool = TenantPool::builder()
+        .max_size(size)
+        .instrumentation(move || Box::new(Recorder(for_factory.clone())))
+        .build(&url())
+        .unwrap();
+    (pool, log)
+}
+
+fn current_schemas(conn: &mut PgConnection) -> Vec<String> {
+    diesel::select(diesel::dsl::sql::<Array<Text>>("current_schemas(false)::text[]")).get_result(conn).unwrap()
+}
+
+fn tag_of(conn: &mut PgConnection) -> Vec<String> {
+    items::table.select(items::tenant).load(conn).unwrap()
+}
+
+#[test]
+fn tenant_search_path_is_exactly_the_tenant() {
+    let schemas = Schemas::create("exact", 1, ITEMS_DDL);
+    let pool = tenancy_tests::pool();
+    let mut conn = pool.tenant(schemas.first()).unwrap();
+    assert_eq!(current_schemas(&mut conn), vec![schemas.first().to_string()]);
+    let path: String = diesel::select(diesel::dsl::sql::<Text>("current_setting('search_path')"))
+        .get_result(&mut *conn)
+        .unwrap();
+    assert_eq!(path, schemas.first().quoted());
+    drop(conn);
+    let in_tx = pool
+        .transaction(schemas.first(), |c| Ok::<_, TenancyError>(current_schemas(c)))
+        .unwrap();
+    assert_eq!(in_tx, vec![schemas.first().to_string()]);
+}
+
+#[test]
+fn checkout_never_inherits_previous_tenant() {
+    let schemas = Schemas::create("inherit", 2, ITEMS_DDL);
+    let (a, b) = (&schemas.names[0], &schemas.names[1]);
+    let pool = pool_of_one();
+    let shared_schema = vec![String::from("public")];
+    // A then B, A then shared, shared then A: the same physical connection each time.
+    let pid = |conn: &mut PgConnection| -> i32 {
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("pg_backend_pid()")).get_result(conn).unwrap()
+    };
+    let mut c = pool.tenant(a).unwrap();
+    let first_pid = pid(&mut c);
+    assert_eq!(current_schemas(&mut c), vec![a.to_string()]);
+    drop(c);
+    let mut c = pool.tenant(b).unwrap();
+    assert_eq!(pid(&mut c), first_pid, "pool of one reuses its connection");
+    assert_eq!(current_schemas(&mut c), vec![b.to_string()]);
+    drop(c);
+    let mut c = pool.tenant(a).unwrap();
+    assert_eq!(current_schemas(&mut c), vec![a.to_string()]);
+    drop(c);
+    let mut c = pool.shared().unwrap();
+    assert_eq!(current_schemas(&mut c), shared_schema);
+    drop(c);
+    let mut c = pool.tenant(a).unwrap();
+    assert_eq!(current_schemas(&mut c), vec![a.to_string()]);
+    assert_eq!(pid(&mut c), first_pid);
+    drop(c);
+    // A transaction for B between two checkouts of A leaves A's scope intact and correct.
+    pool.transaction(b, |conn| {
+        assert_eq!(current_schemas(conn), vec![b.to_string()]);
+        Ok::<_, TenancyError>(())
+    })
+    .unwrap();
+    let mut c = pool.tenant(a).unwrap();
+    assert_eq!(current_schemas(&mut c), vec![a.to_string()]);
+}
+
+#[test]
+fn no_silent_fallback_to_public() {
+    let only_in_public = format!("public_only_{}", std::process::id());
+    let mut admin = admin();
+    admin.batch_execute(&format!("CREATE TABLE public.{only_in_public} (id int); INSERT INTO public.{only_in_public} VALUES (1)")).unwrap();
+    let schemas = Schemas::create("fallback", 1, ITEMS_DDL);
+    let pool = tenancy_tests::pool();
+    let mut conn = pool.tenant(schemas.first()).unwrap();
+    let read = diesel::sql_query(format!("SELECT id FROM {only_in_public}")).execute(&mut *conn);
+    let write = diesel::sql_query(format!("INSERT INTO {only_in_public} VALUES (2)")).execute(&mut *conn);
+    drop(conn);
+    let in_tx = pool.transaction(schemas.first(), |c| {
+        diesel::sql_query(format!("INSERT INTO {only_in_public} VALUES (3)")).execute(c).map_err(TenancyError::from)
+    });
+    let count: i64 = diesel::select(diesel::dsl::sql::<BigInt>(&format!("(SELECT count(*) FROM public.{only_in_public})")))
+        .get_result(&mut admin)
+        .unwrap();
+    admin.batch_execute(&format!("DROP TABLE public.{only_in_public}")).unwrap();
+    assert!(read.is_err(), "a table only in public must not be readable from a tenant");
+    assert!(write.is_err(), "a table only in public must not be writable from a tenant");
+    assert!(in_tx.is_err(), "nor from a tenant transaction");
+    assert_eq!(count, 1, "public was not written");
+}
+
+#[test]
+fn missing_tenant_is_tenant_not_found_and_pool_stays_healthy() {
+    let schemas = Schemas::create("present", 1, ITEMS_DDL);
+    let missing = unique_schema("missing");
+    let pool = pool_of_one();
+    for _ in 0..3 {
+        match pool.tenant(&missing) {
+            Err(TenancyError::TenantNotFound { schema }) => assert_eq!(schema, missing),
+            other => panic!("expected TenantNotFound, got {other:?}"),
+        }
+        match pool.transaction(&missing, |_| Ok::<_, TenancyError>(())) {
+            Err(TenancyError::TenantNotFound { schema }) => assert_eq!(schema, missing),
+            other => panic!("expected TenantNotFound, got {other:?}"),
+        }
+    }
+    let mut conn = pool.tenant(schemas.first()).unwrap();
+    assert_eq!(current_schemas(&mut conn), vec![schemas.first().to_string()]);
+    drop(conn);
+    // A not-found switch leaves the connection on its previous tenant, still correct.
+    assert!(pool.tenant(&missing).unwrap_err().is_tenant_not_found());
+    let mut conn = pool.tenant(schemas.first()).unwrap();
+    assert_eq!(current_schemas(&mut conn), vec![schemas.first().to_string()]);
+    assert_eq!(pool.state().connections, 1);
+}
+
+#[test]
+fn repeat_checkout_sends_nothing_and_switch_sends_one_statement() {
+    let schemas = Schemas::create("trips", 2, ITEMS_DDL);
+    let (a, b) = (&schemas.names[0], &schemas.names[1]);
+    let (pool, log) = logged_pool(1);
+    drop(pool.tenant(a).unwrap());
+    log.take();
+    drop(pool.tenant(a).unwrap());
+    assert_eq!(log.take(), Vec::<String>::new(), "same tenant again: no statement");
+    drop(pool.tenant(b).unwrap());
+    let sent = log.take();
+    assert_eq!(sent.len(), 1, "a switch is exactly one statement: {sent:?}");
+    assert!(sent[0].contains("set_config"), "{sent:?}");
+    drop(pool.tenant(b).unwrap());
+    assert!(log.take().is_empty());
+}
+
+#[test]
+fn tenant_transaction_costs_the_same_statements_as_a_plain_transaction() {
+    let schemas = Schemas::create("txtrips", 1, ITEMS_DDL);
+    let tenant = schemas.first();
+    let (pool, log) = logged_pool(1);
+    let work = |conn: &mut PgConnection| -> QueryResult<i64> {
+        diesel::insert_into(items::table).values((items::tenant.eq("x"), items::body.eq("b"))).execute(conn)?;
+        items::table.count().get_result(conn)
+    };
+    pool.transaction(tenant, |c| work(c).map_err(TenancyError::from)).unwrap();
+    let ours = log.take();
+
+    let plain_log = StatementLog::default();
+    let mut plain = admin();
+    plain.batch_execute(&format!("SET search_path TO {}", tenant.quoted())).unwrap();
+    plain.set_instrumentation(Recorder(plain_log.clone()));
+    plain.transaction(work).unwrap();
+    let theirs = plain_log.take();
+    assert_eq!(ours.len(), theirs.len(), "ours: {ours:?}\nplain diesel: {theirs:?}");
+    assert_eq!(ours.len(), 4, "begin, insert, count, commit: {ours:?}");
+}
+
+#[test]
+fn transaction_commits_on_ok_and_rolls_back_on_err_and_panic() {
+    let schemas = Schemas::create("txn", 1, ITEMS_DDL);
+    let tenant = schemas.first();
+    let pool = pool_of_one();
+    let insert = |conn: &mut PgConnection, body: &str| {
+        diesel::insert_into(items::table).values((items::tenant.eq("t"), items::body.eq(body))).execute(conn)
+    };
+    pool.transaction(tenant, |c| insert(c, "committed").map_err(TenancyError::from)).unwrap();
+    let failed: Result<(), TenancyError> = pool.transaction(tenant, |c| {
+        insert(c, "rolled back on err")?;
+        Err(TenancyError::Config(String::from("caller's error")))
+    });
+    assert!(matches!(failed, Err(TenancyError::Config(_))));
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _: Result<(), TenancyError> = pool.transaction(tenant, |c| {
+            insert(c, "rolled back on panic").unwrap();
+            panic!("body panics");
+        });
+    }));
+    assert!(panicked.is_err(), "the panic reaches the caller");
+    let bodies: Vec<String> = items::table
+        .select(items::body)
+        .load(&mut *pool.tenant(tenant).unwrap())
+        .unwrap();
+    assert_eq!(bodies, vec![String::from("committed")]);
+    assert_committed_bodies(tenant, &["committed"]);
+    // The pool (of one) still works, outside any transaction: a write now is
+    // visible to other sessions at once.
+    insert(&mut pool.tenant(tenant).unwrap(), "after").unwrap();
+    assert_committed_bodies(tenant, &["committed", "after"]);
+}
+
+/// What other sessions see in the tenant's `items`: only committed rows.
+fn assert_committed_bodies(tenant: &SchemaName, expected: &[&str]) {
+    let rows: Vec<Body> = diesel::sql_query(format!("SELECT body FROM {}.items ORDER BY id", tenant.quoted()))
+        .load(&mut admin())
+        .unwrap();
+    let bodies: Vec<&str> = rows.iter().map(|r| r.body.as_str()).collect();
+    assert_eq!(bodies, expected);
+}
+
+#[derive(QueryableByName)]
+struct Body {
+    #[diesel(sql_type = Text)]
+    body: String,
+}
+
+#[test]
+fn connection_never_returns_to_the_pool_inside_a_transaction() {
+    let schemas = Schemas::create("opentx", 1, ITEMS_DDL);
+    let tenant = schemas.first();
+    let pool = pool_of_one();
+    let mut conn = pool.tenant(tenant).unwrap();
+    diesel::connection::AnsiTransactionManager::begin_transaction_sql(&mut *conn, "BEGIN").unwrap();
+    diesel::insert_into(items::table).values(items::tenant.eq("left open")).execute(&mut *conn).unwrap();
+    drop(conn);
+    let mut conn = pool.tenant(tenant).unwrap();
+    assert!(tag_of(&mut conn).is_empty(), "the abandoned transaction was not continued");
+    diesel::insert_into(items::table).values((items::tenant.eq("t"), items::body.eq("autocommitted"))).execute(&mut *conn).unwrap();
+    drop(conn);
+    assert_committed_bodies(tenant, &["autocommitted"]);
+}
+
+#[test]
+fn killed_connection_errors_then_pool_recovers_with_right_tenant() {
+    let schemas = Schemas::create("killed", 2, ITEMS_DDL);
+    let (a, b) = (&schemas.names[0], &schemas.names[1]);
+    let pool = pool_of_one();
+    let mut admin = admin();
+    let mut conn = pool.tenant(a).unwrap();
+    let pid: i32 = diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("pg_backend_pid()"))
+        .get_result(&mut *conn)
+        .unwrap();
+    diesel::sql_query(format!("SELECT pg_terminate_backend({pid})")).execute(&mut admin).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let result = items::table.count().get_result::<i64>(&mut *conn);
+    assert!(result.is_err(), "the caller sees the connection die");
+    drop(conn);
+    let mut conn = pool.tenant(a).unwrap();
+    assert_eq!(current_schemas(&mut conn), vec![a.to_string()]);
+    drop(conn);
+    // Killed while idle in the pool: a transaction's opening statement retries on a fresh connection.
+    let pid: i32 = {
+        let mut conn = pool.tenant(a).unwrap();
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("pg_backend_pid()")).get_result(&mut *conn).unwrap()
+    };
+    diesel::sql_query(format!("SELECT pg_terminate_backend({pid})")).execute(&mut admin).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let path = pool.transaction(b, |c| Ok::<_, TenancyError>(current_schemas(c))).unwrap();
+    assert_eq!(path, vec![b.to_string()]);
+}
+
+#[test]
+fn concurrent_interleaved_tenants_never_mix() {
+    const TENANTS: usize = 50;
+    const THREADS: usize = 8;
+    const ROUNDS: usize = 300;
+    let schemas = Arc::new(Schemas::create("conc", TENANTS, ITEMS_DDL));
+    let pool = TenantPool::builder().max_size(4).build(&url()).unwrap();
+    let wrong_reads = Arc::new(AtomicUsize::new(0));
+    let writes = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (pool, schemas, wrong_reads, writes) = (pool.clone(), schemas.clone(), wrong_reads.clone(), writes.clone());
+            std::thread::spawn(move || {
+                for round in 0..ROUNDS {
+                    let tenant = &schemas.names[(t * 7 + round * 13) % TENANTS];
+                    let tag = tenant.as_str();
+                    if round % 3 == 0 {
+                        pool.transaction(tenant, |c| {
+                            diesel::insert_into(items::table).values(items::tenant.eq(tag)).execute(c)?;
+                            let tags = tag_of(c);
+                            if tags.iter().any(|t| t != tag) {
+                                wrong_reads.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok::<_, TenancyError>(())
+                        })
+                        .unwrap();
+                    } else {
+                        let mut c = pool.tenant(tenant).unwrap();
+                        diesel::insert_into(items::table).values(items::tenant.eq(tag)).execute(&mut *c).unwrap();
+                        if tag_of(&mut c).iter().any(|t| t != tag) {
+                            wrong_reads.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    writes.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(wrong_reads.load(Ordering::Relaxed), 0);
+    // Audit every schema directly, outside the pool.
+    let mut admin = admin();
+    let mut total = 0;
+    for tenant in &schemas.names {
+        let tags: Vec<String> = diesel::sql_query(format!("SELECT tenant FROM {}.items", tenant.quoted()))
+            .load::<Tag>(&mut admin)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.tenant)
+            .collect();
+        let distinct: HashSet<&String> = tags.iter().collect();
+        assert!(distinct.len() <= 1 && tags.iter().all(|t| t == tenant.as_str()), "{tenant} holds {distinct:?}");
+        total += tags.len();
+    }
+    assert_eq!(total, writes.load(Ordering::Relaxed));
+    assert_eq!(total, THREADS * ROUNDS);
+}
+
+#[derive(QueryableByName)]
+struct Tag {
+    #[diesel(sql_type = Text)]
+    tenant: String,
+}
+
+#[test]
+fn hostile_names_never_reach_sql() {
+    let pool = tenancy_tests::pool();
+    for hostile in [
+        "acme\"; DROP SCHEMA public CASCADE; --",
+        "acme'; SELECT 1; --",
+        "Acme",
+        "public",
+        "pg_catalog",
+        "information_schema",
+        "a b",
+        "",
+        "x".repeat(64).as_str(),
+        "ünïcode",
+    ] {
+        let err = tenancy_core::parse_schema(hostile).unwrap_err();
+        assert!(matches!(err, TenancyError::InvalidSchemaName { .. }), "{hostile:?}");
+        assert!(SchemaName::new(hostile).is_err());
+    }
+    // Valid names are always quoted: a name that is also a keyword works.
+    let schemas = Schemas::create("select", 1, ITEMS_DDL);
+    let keyword_like = schemas.first();
+    assert_eq!(current_schemas(&mut pool.tenant(keyword_like).unwrap()), vec![keyword_like.to_string()]);
+}
+
+#[test]
+fn transaction_pooler_mode_refuses_sessions_and_runs_transactions() {
+    let schemas = Schemas::create("txmode", 1, ITEMS_DDL);
+    let pool = TenantPool::builder().pooler_mode(PoolerMode::Transaction).max_size(2).build(&url()).unwrap();
+    match pool.tenant(schemas.first()) {
+        Err(e @ TenancyError::SessionRefused { .. }) => {
+            let message = e.to_string();
+            assert!(message.contains("transaction pooler mode") && message.contains("TenantPool::transaction"), "{message}");
+        }
+        other => panic!("expected SessionRefused, got {other:?}"),
+    }
+    assert!(matches!(pool.shared(), Err(TenancyError::SessionRefused { .. })));
+    let path = pool.transaction(schemas.first(), |c| Ok::<_, TenancyError>(current_schemas(c))).unwrap();
+    assert_eq!(path, vec![schemas.first().to_string()]);
+    let shared = pool.shared_transaction(|c| Ok::<_, TenancyError>(current_schemas(c))).unwrap();
+    assert_eq!(shared, vec![String::from("public")]);
+}
+
+#[test]
+fn extension_schemas_follow_the_tenant_and_public_is_refused() {
+    let schemas = Schemas::create("withext", 1, ITEMS_DDL);
+    let ext = Schemas::create("ext", 1, "CREATE FUNCTION ext_answer() RETURNS int LANGUAGE sql AS 'SELECT 42'");
+    let pool = TenantPool::builder().max_size(1).extension_schemas([ext.first().as_str()]).build(&url()).unwrap();
+    let mut conn = pool.tenant(schemas.first()).unwrap();
+    assert_eq!(current_schemas(&mut conn), vec![schemas.first().to_string(), ext.first().to_string()]);
+    let answer: i32 = diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("ext_answer()")).get_result(&mut *conn).unwrap();
+    assert_eq!(answer, 42);
+    for bad in ["public", "Bad", "pg_x;"] {
+        let err = TenantPool::builder().extension_schemas([bad]).build(&url()).unwrap_err();
+        assert!(matches!(err, TenancyError::Config(_)), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn pool_timeout_is_a_typed_error() {
+    let schemas = Schemas::create("timeout", 1, ITEMS_DDL);
+    let pool = TenantPool::builder().max_size(1).connection_timeout(Duration::from_millis(200)).build(&url()).unwrap();
+    let held = pool.tenant(schemas.first()).unwrap();
+    match pool.tenant(schemas.first()) {
+        Err(TenancyError::PoolTimeout { timeout, .. }) => assert_eq!(timeout, Duration::from_millis(200)),
+        other => panic!("expected PoolTimeout, got {other:?}"),
+    }
+    drop(held);
+    assert!(pool.tenant(schemas.first()).is_ok());
+}
+
+#[test]
+fn unreachable_database_fails_fast_with_connection_error() {
+    let started = std::time::Instant::now();
+    let err = TenantPool::connect("postgres://postgres@127.0.0.1:1/none").unwrap_err();
+    assert!(matches!(err, TenancyError::Connection(_)), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
