@@ -82,6 +82,15 @@ pub enum TenancyError {
         /// What the migration runner reported.
         message: String,
     },
+
+    /// The migrations could not be read from their `MigrationSource`.
+    #[error(
+        "could not load the migrations: {message}; check that the migrations directory exists and that every migration in it has an up.sql"
+    )]
+    MigrationSource {
+        /// What the migration source reported.
+        message: String,
+    },
 }
 
 impl TenancyError {
