@@ -236,7 +236,11 @@ impl Iterator for Words<'_> {
                     self.rest = &tail[end..];
                 }
                 c if c.is_ascii_alphanumeric() || c == b'_' => {
-                    let len = self.rest.iter().position(|c| !(c.is_ascii_alphanumeric() || *c == b'_' || *c == b'$')).unwrap_or(self.rest.len());
+                    let len = self
+                        .rest
+                        .iter()
+                        .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_' || *c == b'$'))
+                        .unwrap_or(self.rest.len());
                     let word = self.rest[..len].to_ascii_lowercase();
                     self.rest = &self.rest[len..];
                     return Some(String::from_utf8_lossy(&word).into_owned());
@@ -272,7 +276,12 @@ mod tests {
 
     #[test]
     fn search_path_changes_are_seen() {
-        for sql in ["SET search_path TO public", "set SESSION search_path = x", "RESET search_path", "select 1; SET search_path TO x"] {
+        for sql in [
+            "SET search_path TO public",
+            "set SESSION search_path = x",
+            "RESET search_path",
+            "select 1; SET search_path TO x",
+        ] {
             assert!(h(sql).search_path, "{sql}");
         }
     }

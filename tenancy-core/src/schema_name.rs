@@ -427,7 +427,19 @@ mod tests {
 
     #[test]
     fn accepts_valid_names() {
-        for ok in ["a", "_", "acme", "tenant_42", "_private", "a1", &"a".repeat(63), "pgx", "pg", "publicity", "tenancy2"] {
+        for ok in [
+            "a",
+            "_",
+            "acme",
+            "tenant_42",
+            "_private",
+            "a1",
+            &"a".repeat(63),
+            "pgx",
+            "pg",
+            "publicity",
+            "tenancy2",
+        ] {
             assert!(SchemaName::new(ok).is_ok(), "{ok} should be accepted");
         }
     }

@@ -15,8 +15,8 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use diesel::connection::SimpleConnection;
@@ -114,9 +114,15 @@ impl DevDatabase {
             return Err(DevDbError::Database(format!("database name {name:?} must be [a-z0-9_]")));
         }
         let mut conn = PgConnection::establish(&self.url).map_err(|e| DevDbError::Database(e.to_string()))?;
-        conn.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE); CREATE DATABASE \"{name}\""))
-            .map_err(|e| DevDbError::Database(e.to_string()))?;
-        Ok(TempDatabase { admin_url: self.url.clone(), url: replace_database(&self.url, name), name: name.to_owned() })
+        conn.batch_execute(&format!(
+            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE); CREATE DATABASE \"{name}\""
+        ))
+        .map_err(|e| DevDbError::Database(e.to_string()))?;
+        Ok(TempDatabase {
+            admin_url: self.url.clone(),
+            url: replace_database(&self.url, name),
+            name: name.to_owned(),
+        })
     }
 }
 
@@ -198,7 +204,8 @@ impl Cluster {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::create_dir_all(&dir).map_err(|e| DevDbError::Cluster(format!("create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| DevDbError::Cluster(format!("create {}: {e}", dir.display())))?;
         if let Some((uid, gid)) = run_as {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
                 .map_err(|e| DevDbError::Cluster(format!("chown {}: {e}", dir.display())))?;
@@ -231,7 +238,10 @@ impl Cluster {
             .output()
             .map_err(|e| DevDbError::Cluster(format!("initdb: {e}")))?;
         if !out.status.success() {
-            return Err(DevDbError::Cluster(format!("initdb failed: {}", String::from_utf8_lossy(&out.stderr))));
+            return Err(DevDbError::Cluster(format!(
+                "initdb failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
         }
         Ok(())
     }
@@ -261,7 +271,12 @@ impl Cluster {
                 use std::os::unix::process::CommandExt;
                 cmd.uid(uid).gid(gid);
             }
-            cmd.arg("-c").arg(&script).current_dir(&self.dir).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+            cmd.arg("-c")
+                .arg(&script)
+                .current_dir(&self.dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
             cmd.output().map_err(|e| DevDbError::Cluster(format!("pg_ctl start: {e}")))?
         };
         if !status.status.success() {
@@ -290,7 +305,10 @@ impl Cluster {
             .output()
             .map_err(|e| DevDbError::Cluster(format!("pg_ctl stop: {e}")))?;
         if !out.status.success() {
-            return Err(DevDbError::Cluster(format!("pg_ctl stop: {}", String::from_utf8_lossy(&out.stderr))));
+            return Err(DevDbError::Cluster(format!(
+                "pg_ctl stop: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
         }
         Ok(())
     }
@@ -313,7 +331,10 @@ impl Cluster {
             .output()
             .map_err(|e| DevDbError::Cluster(format!("pg_ctl start: {e}")))?;
         if !out.status.success() {
-            return Err(DevDbError::Cluster(format!("pg_ctl start: {}", String::from_utf8_lossy(&out.stderr))));
+            return Err(DevDbError::Cluster(format!(
+                "pg_ctl start: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
         }
         Ok(())
     }
@@ -376,19 +397,23 @@ pub fn find_bindir() -> Option<PathBuf> {
 }
 
 fn free_port() -> Result<u16, DevDbError> {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).map_err(|e| DevDbError::Cluster(format!("free port: {e}")))?;
+    let listener =
+        TcpListener::bind(("127.0.0.1", 0)).map_err(|e| DevDbError::Cluster(format!("free port: {e}")))?;
     listener.local_addr().map(|a| a.port()).map_err(|e| DevDbError::Cluster(format!("free port: {e}")))
 }
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
 fn postgres_user() -> Result<(u32, u32), DevDbError> {
-    let passwd = std::fs::read_to_string("/etc/passwd").map_err(|e| DevDbError::Cluster(format!("/etc/passwd: {e}")))?;
+    let passwd = std::fs::read_to_string("/etc/passwd")
+        .map_err(|e| DevDbError::Cluster(format!("/etc/passwd: {e}")))?;
     passwd
         .lines()
         .find_map(|line| {
@@ -415,6 +440,9 @@ mod tests {
     fn replaces_database_in_urls() {
         assert_eq!(replace_database("postgres://u@h:1/db", "x"), "postgres://u@h:1/x");
         assert_eq!(replace_database("postgres://u@h:1", "x"), "postgres://u@h:1/x");
-        assert_eq!(replace_database("postgres://u@h/db?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+        assert_eq!(
+            replace_database("postgres://u@h/db?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
     }
 }

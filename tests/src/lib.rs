@@ -34,7 +34,12 @@ pub fn pool() -> TenantPool {
 pub fn unique_schema(prefix: &str) -> SchemaName {
     static N: AtomicU32 = AtomicU32::new(0);
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    let name = format!("{prefix}_{}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed), nanos % 1_000_000);
+    let name = format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        nanos % 1_000_000
+    );
     SchemaName::new(&name).unwrap_or_else(|e| panic!("bad test schema name {name}: {e}"))
 }
 
@@ -75,7 +80,8 @@ impl Drop for Schemas {
 }
 
 /// A table definition used by many tests: rows tagged with the tenant that wrote them.
-pub const ITEMS_DDL: &str = "CREATE TABLE items (id BIGSERIAL PRIMARY KEY, tenant TEXT NOT NULL, body TEXT NOT NULL DEFAULT '')";
+pub const ITEMS_DDL: &str =
+    "CREATE TABLE items (id BIGSERIAL PRIMARY KEY, tenant TEXT NOT NULL, body TEXT NOT NULL DEFAULT '')";
 
 diesel::table! {
     /// `ITEMS_DDL` as a diesel table.

@@ -51,7 +51,9 @@ fn logged_pool(size: u32) -> (TenantPool, StatementLog) {
 }
 
 fn current_schemas(conn: &mut PgConnection) -> Vec<String> {
-    diesel::select(diesel::dsl::sql::<Array<Text>>("current_schemas(false)::text[]")).get_result(conn).unwrap()
+    diesel::select(diesel::dsl::sql::<Array<Text>>("current_schemas(false)::text[]"))
+        .get_result(conn)
+        .unwrap()
 }
 
 fn tag_of(conn: &mut PgConnection) -> Vec<String> {
@@ -69,9 +71,7 @@ fn tenant_search_path_is_exactly_the_tenant() {
         .unwrap();
     assert_eq!(path, schemas.first().quoted());
     drop(conn);
-    let in_tx = pool
-        .transaction(schemas.first(), |c| Ok::<_, TenancyError>(current_schemas(c)))
-        .unwrap();
+    let in_tx = pool.transaction(schemas.first(), |c| Ok::<_, TenancyError>(current_schemas(c))).unwrap();
     assert_eq!(in_tx, vec![schemas.first().to_string()]);
 }
 
@@ -83,7 +83,9 @@ fn checkout_never_inherits_previous_tenant() {
     let shared_schema = vec![String::from("public")];
     // A then B, A then shared, shared then A: the same physical connection each time.
     let pid = |conn: &mut PgConnection| -> i32 {
-        diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("pg_backend_pid()")).get_result(conn).unwrap()
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("pg_backend_pid()"))
+            .get_result(conn)
+            .unwrap()
     };
     let mut c = pool.tenant(a).unwrap();
     let first_pid = pid(&mut c);
@@ -117,7 +119,11 @@ fn checkout_never_inherits_previous_tenant() {
 fn no_silent_fallback_to_public() {
     let only_in_public = format!("public_only_{}", std::process::id());
     let mut admin = admin();
-    admin.batch_execute(&format!("CREATE TABLE public.{only_in_public} (id int); INSERT INTO public.{only_in_public} VALUES (1)")).unwrap();
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE public.{only_in_public} (id int); INSERT INTO public.{only_in_public} VALUES (1)"
+        ))
+        .unwrap();
     let schemas = Schemas::create("fallback", 1, ITEMS_DDL);
     let pool = tenancy_tests::pool();
     let mut conn = pool.tenant(schemas.first()).unwrap();
@@ -125,11 +131,15 @@ fn no_silent_fallback_to_public() {
     let write = diesel::sql_query(format!("INSERT INTO {only_in_public} VALUES (2)")).execute(&mut *conn);
     drop(conn);
     let in_tx = pool.transaction(schemas.first(), |c| {
-        diesel::sql_query(format!("INSERT INTO {only_in_public} VALUES (3)")).execute(c).map_err(TenancyError::from)
+        diesel::sql_query(format!("INSERT INTO {only_in_public} VALUES (3)"))
+            .execute(c)
+            .map_err(TenancyError::from)
     });
-    let count: i64 = diesel::select(diesel::dsl::sql::<BigInt>(&format!("(SELECT count(*) FROM public.{only_in_public})")))
-        .get_result(&mut admin)
-        .unwrap();
+    let count: i64 = diesel::select(diesel::dsl::sql::<BigInt>(&format!(
+        "(SELECT count(*) FROM public.{only_in_public})"
+    )))
+    .get_result(&mut admin)
+    .unwrap();
     admin.batch_execute(&format!("DROP TABLE public.{only_in_public}")).unwrap();
     assert!(read.is_err(), "a table only in public must not be readable from a tenant");
     assert!(write.is_err(), "a table only in public must not be writable from a tenant");
@@ -185,7 +195,9 @@ fn tenant_transaction_costs_the_same_statements_as_a_plain_transaction() {
     let tenant = schemas.first();
     let (pool, log) = logged_pool(1);
     let work = |conn: &mut PgConnection| -> QueryResult<i64> {
-        diesel::insert_into(items::table).values((items::tenant.eq("x"), items::body.eq("b"))).execute(conn)?;
+        diesel::insert_into(items::table)
+            .values((items::tenant.eq("x"), items::body.eq("b")))
+            .execute(conn)?;
         items::table.count().get_result(conn)
     };
     pool.transaction(tenant, |c| work(c).map_err(TenancyError::from)).unwrap();
@@ -222,10 +234,8 @@ fn transaction_commits_on_ok_and_rolls_back_on_err_and_panic() {
         });
     }));
     assert!(panicked.is_err(), "the panic reaches the caller");
-    let bodies: Vec<String> = items::table
-        .select(items::body)
-        .load(&mut *pool.tenant(tenant).unwrap())
-        .unwrap();
+    let bodies: Vec<String> =
+        items::table.select(items::body).load(&mut *pool.tenant(tenant).unwrap()).unwrap();
     assert_eq!(bodies, vec![String::from("committed")]);
     assert_committed_bodies(tenant, &["committed"]);
     // The pool (of one) still works, outside any transaction: a write now is
@@ -236,9 +246,10 @@ fn transaction_commits_on_ok_and_rolls_back_on_err_and_panic() {
 
 /// What other sessions see in the tenant's `items`: only committed rows.
 fn assert_committed_bodies(tenant: &SchemaName, expected: &[&str]) {
-    let rows: Vec<Body> = diesel::sql_query(format!("SELECT body FROM {}.items ORDER BY id", tenant.quoted()))
-        .load(&mut admin())
-        .unwrap();
+    let rows: Vec<Body> =
+        diesel::sql_query(format!("SELECT body FROM {}.items ORDER BY id", tenant.quoted()))
+            .load(&mut admin())
+            .unwrap();
     let bodies: Vec<&str> = rows.iter().map(|r| r.body.as_str()).collect();
     assert_eq!(bodies, expected);
 }
@@ -260,7 +271,10 @@ fn connection_never_returns_to_the_pool_inside_a_transaction() {
     drop(conn);
     let mut conn = pool.tenant(tenant).unwrap();
     assert!(tag_of(&mut conn).is_empty(), "the abandoned transaction was not continued");
-    diesel::insert_into(items::table).values((items::tenant.eq("t"), items::body.eq("autocommitted"))).execute(&mut *conn).unwrap();
+    diesel::insert_into(items::table)
+        .values((items::tenant.eq("t"), items::body.eq("autocommitted")))
+        .execute(&mut *conn)
+        .unwrap();
     drop(conn);
     assert_committed_bodies(tenant, &["autocommitted"]);
 }
@@ -286,7 +300,9 @@ fn killed_connection_errors_then_pool_recovers_with_right_tenant() {
     // Killed while idle in the pool: a transaction's opening statement retries on a fresh connection.
     let pid: i32 = {
         let mut conn = pool.tenant(a).unwrap();
-        diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("pg_backend_pid()")).get_result(&mut *conn).unwrap()
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("pg_backend_pid()"))
+            .get_result(&mut *conn)
+            .unwrap()
     };
     diesel::sql_query(format!("SELECT pg_terminate_backend({pid})")).execute(&mut admin).unwrap();
     std::thread::sleep(Duration::from_millis(100));
@@ -305,7 +321,8 @@ fn concurrent_interleaved_tenants_never_mix() {
     let writes = Arc::new(AtomicUsize::new(0));
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {
-            let (pool, schemas, wrong_reads, writes) = (pool.clone(), schemas.clone(), wrong_reads.clone(), writes.clone());
+            let (pool, schemas, wrong_reads, writes) =
+                (pool.clone(), schemas.clone(), wrong_reads.clone(), writes.clone());
             std::thread::spawn(move || {
                 for round in 0..ROUNDS {
                     let tenant = &schemas.names[(t * 7 + round * 13) % TENANTS];
@@ -322,7 +339,10 @@ fn concurrent_interleaved_tenants_never_mix() {
                         .unwrap();
                     } else {
                         let mut c = pool.tenant(tenant).unwrap();
-                        diesel::insert_into(items::table).values(items::tenant.eq(tag)).execute(&mut *c).unwrap();
+                        diesel::insert_into(items::table)
+                            .values(items::tenant.eq(tag))
+                            .execute(&mut *c)
+                            .unwrap();
                         if tag_of(&mut c).iter().any(|t| t != tag) {
                             wrong_reads.fetch_add(1, Ordering::Relaxed);
                         }
@@ -347,7 +367,10 @@ fn concurrent_interleaved_tenants_never_mix() {
             .map(|t| t.tenant)
             .collect();
         let distinct: HashSet<&String> = tags.iter().collect();
-        assert!(distinct.len() <= 1 && tags.iter().all(|t| t == tenant.as_str()), "{tenant} holds {distinct:?}");
+        assert!(
+            distinct.len() <= 1 && tags.iter().all(|t| t == tenant.as_str()),
+            "{tenant} holds {distinct:?}"
+        );
         total += tags.len();
     }
     assert_eq!(total, writes.load(Ordering::Relaxed));
@@ -392,7 +415,10 @@ fn transaction_pooler_mode_refuses_sessions_and_runs_transactions() {
     match pool.tenant(schemas.first()) {
         Err(e @ TenancyError::SessionRefused { .. }) => {
             let message = e.to_string();
-            assert!(message.contains("transaction pooler mode") && message.contains("TenantPool::transaction"), "{message}");
+            assert!(
+                message.contains("transaction pooler mode") && message.contains("TenantPool::transaction"),
+                "{message}"
+            );
         }
         other => panic!("expected SessionRefused, got {other:?}"),
     }
@@ -406,11 +432,15 @@ fn transaction_pooler_mode_refuses_sessions_and_runs_transactions() {
 #[test]
 fn extension_schemas_follow_the_tenant_and_public_is_refused() {
     let schemas = Schemas::create("withext", 1, ITEMS_DDL);
-    let ext = Schemas::create("ext", 1, "CREATE FUNCTION ext_answer() RETURNS int LANGUAGE sql AS 'SELECT 42'");
-    let pool = TenantPool::builder().max_size(1).extension_schemas([ext.first().as_str()]).build(&url()).unwrap();
+    let ext =
+        Schemas::create("ext", 1, "CREATE FUNCTION ext_answer() RETURNS int LANGUAGE sql AS 'SELECT 42'");
+    let pool =
+        TenantPool::builder().max_size(1).extension_schemas([ext.first().as_str()]).build(&url()).unwrap();
     let mut conn = pool.tenant(schemas.first()).unwrap();
     assert_eq!(current_schemas(&mut conn), vec![schemas.first().to_string(), ext.first().to_string()]);
-    let answer: i32 = diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("ext_answer()")).get_result(&mut *conn).unwrap();
+    let answer: i32 = diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("ext_answer()"))
+        .get_result(&mut *conn)
+        .unwrap();
     assert_eq!(answer, 42);
     for bad in ["public", "Bad", "pg_x;"] {
         let err = TenantPool::builder().extension_schemas([bad]).build(&url()).unwrap_err();
@@ -421,7 +451,11 @@ fn extension_schemas_follow_the_tenant_and_public_is_refused() {
 #[test]
 fn pool_timeout_is_a_typed_error() {
     let schemas = Schemas::create("timeout", 1, ITEMS_DDL);
-    let pool = TenantPool::builder().max_size(1).connection_timeout(Duration::from_millis(200)).build(&url()).unwrap();
+    let pool = TenantPool::builder()
+        .max_size(1)
+        .connection_timeout(Duration::from_millis(200))
+        .build(&url())
+        .unwrap();
     let held = pool.tenant(schemas.first()).unwrap();
     match pool.tenant(schemas.first()) {
         Err(TenancyError::PoolTimeout { timeout, .. }) => assert_eq!(timeout, Duration::from_millis(200)),
@@ -437,4 +471,40 @@ fn unreachable_database_fails_fast_with_connection_error() {
     let err = TenantPool::connect("postgres://postgres@127.0.0.1:1/none").unwrap_err();
     assert!(matches!(err, TenancyError::Connection(_)), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn rolled_back_transaction_does_not_leave_a_stale_scope() {
+    let schemas = Schemas::create("stale", 2, ITEMS_DDL);
+    let (a, b) = (&schemas.names[0], &schemas.names[1]);
+    let pool = pool_of_one();
+    drop(pool.tenant(a).unwrap());
+    // Switching to B inside a transaction that rolls back also rolls the switch back.
+    let _ = pool.transaction(b, |_| Err::<(), _>(TenancyError::Config(String::from("fail"))));
+    assert_eq!(current_schemas(&mut pool.tenant(b).unwrap()), vec![b.to_string()]);
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _: Result<(), TenancyError> = pool.transaction(a, |_| panic!("rolls back"));
+    }));
+    assert_eq!(current_schemas(&mut pool.tenant(a).unwrap()), vec![a.to_string()]);
+    drop(pool.tenant(b).unwrap());
+    let _ = pool.transaction(a, |_| Err::<(), _>(TenancyError::Config(String::from("fail"))));
+    assert_eq!(current_schemas(&mut pool.tenant(a).unwrap()), vec![a.to_string()]);
+}
+
+#[test]
+fn affinity_hands_out_the_connection_already_serving_the_tenant() {
+    let schemas = Schemas::create("affinity", 2, ITEMS_DDL);
+    let (a, b) = (&schemas.names[0], &schemas.names[1]);
+    let (pool, log) = logged_pool(2);
+    // Scope one connection to A and the other to B, then return both (B last).
+    let ca = pool.tenant(a).unwrap();
+    let cb = pool.tenant(b).unwrap();
+    drop(ca);
+    drop(cb);
+    log.take();
+    // The most recently returned serves B, yet a checkout for A needs no switch.
+    drop(pool.tenant(a).unwrap());
+    assert!(log.take().is_empty(), "affinity found the idle connection serving A");
+    pool.transaction(b, |_| Ok::<_, TenancyError>(())).unwrap();
+    assert_eq!(log.take(), vec![String::from("BEGIN"), String::from("COMMIT")]);
 }
