@@ -567,23 +567,29 @@ impl TenantPool {
         })
     }
 
-    /// An idle connection already scoped to `wanted`, if the pool has one.
+    /// A connection for `target`: the one r2d2 hands out if it already
+    /// serves `target`, else (with affinity on) an idle one that does, else
+    /// the one r2d2 handed out.
     ///
     /// r2d2 hands out the most recently returned idle connection; a switch
     /// costs a round trip plus PostgreSQL's re-planning of cached statements,
     /// so looking through the other idle connections (a few mutex operations
     /// each) is worth it. Connections looked at and not taken go back at once.
-    fn idle_serving(&self, wanted: &Scope) -> Option<r2d2::PooledConnection<Manager>> {
+    fn checkout_for(&self, target: &Target<'_>) -> Result<r2d2::PooledConnection<Manager>, TenancyError> {
+        let first = self.checkout()?;
+        if !self.inner.affinity || target.matches(&first.scope) {
+            return Ok(first);
+        }
         let mut passed_over = Vec::new();
         let found = loop {
             match self.inner.pool.try_get() {
-                Some(conn) if conn.scope == *wanted => break Some(conn),
+                Some(conn) if target.matches(&conn.scope) => break Some(conn),
                 Some(conn) => passed_over.push(conn),
                 None => break None,
             }
         };
         drop(passed_over);
-        found
+        Ok(found.unwrap_or(first))
     }
 
     /// Retry budget for statements that open a checkout: enough to get past
@@ -608,22 +614,15 @@ impl TenantPool {
     /// Refused in [`PoolerMode::Transaction`].
     pub fn tenant(&self, schema: &SchemaName) -> Result<TenantConnection, TenancyError> {
         self.refuse_session("TenantPool::tenant")?;
-        let path = self.search_path_for(schema);
-        let literal = schema.quoted();
+        let target = Target::Tenant(schema);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let wanted = Scope::Tenant(schema.clone());
-            let mut pooled = self.checkout()?;
-            if pooled.scope == wanted {
+            let mut pooled = self.checkout_for(&target)?;
+            if target.matches(&pooled.scope) {
                 return Ok(TenantConnection::new(pooled, self));
             }
-            if self.inner.affinity {
-                if let Some(serving) = self.idle_serving(&wanted) {
-                    return Ok(TenantConnection::new(serving, self));
-                }
-            }
-            match pooled.switch(&path, &literal) {
+            match pooled.switch(&self.search_path_for(schema), &schema.quoted()) {
                 Ok(true) => {
                     pooled.scope = Scope::Tenant(schema.clone());
                     pooled.tenants_served.insert(schema.clone());
@@ -648,7 +647,7 @@ impl TenantPool {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut pooled = self.checkout()?;
+            let mut pooled = self.checkout_for(&Target::Shared)?;
             if pooled.scope == Scope::Shared {
                 return Ok(SharedConnection(TenantConnection::new(pooled, self)));
             }
@@ -697,12 +696,7 @@ impl TenantPool {
         F: FnOnce(&mut PgConnection) -> Result<T, E>,
         E: From<TenancyError>,
     {
-        let target = Target {
-            scope: Scope::Tenant(schema.clone()),
-            path: self.search_path_for(schema),
-            literal: schema.quoted(),
-        };
-        let conn = self.begin(&target, || self.tenant_not_found(schema, &target.literal))?;
+        let conn = self.begin(&Target::Tenant(schema))?;
         run_in_transaction(conn, f)
     }
 
@@ -712,12 +706,7 @@ impl TenantPool {
         F: FnOnce(&mut PgConnection) -> Result<T, E>,
         E: From<TenancyError>,
     {
-        let target = Target {
-            scope: Scope::Shared,
-            path: self.inner.shared_path.clone(),
-            literal: quote_ident(&self.inner.shared_schema),
-        };
-        let conn = self.begin(&target, || None)?;
+        let conn = self.begin(&Target::Shared)?;
         run_in_transaction(conn, f)
     }
 
@@ -731,48 +720,37 @@ impl TenantPool {
     /// PostgreSQL's cached plans stay valid for the next transaction of that
     /// tenant). Behind a transaction pooler the scope is `SET LOCAL`, which
     /// ends with the transaction.
-    fn begin(
-        &self,
-        target: &Target,
-        explain_failure: impl Fn() -> Option<TenancyError>,
-    ) -> Result<TenantConnection, TenancyError> {
+    fn begin(&self, target: &Target<'_>) -> Result<TenantConnection, TenancyError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut pooled = self.checkout()?;
-            if pooled.scope != target.scope && self.inner.affinity {
-                if let Some(serving) = self.idle_serving(&target.scope) {
-                    pooled = serving;
-                }
-            }
-            let begin_sql = match self.inner.pooler_mode {
-                PoolerMode::Session if pooled.scope == target.scope => String::from("BEGIN"),
-                PoolerMode::Session => format!(
+            let mut pooled = self.checkout_for(target)?;
+            let switching = !target.matches(&pooled.scope);
+            let begin_sql = match (self.inner.pooler_mode, switching) {
+                (PoolerMode::Session, false) => String::from("BEGIN"),
+                (PoolerMode::Session, true) => format!(
                     "SELECT {}::regnamespace; SET search_path TO {}; BEGIN",
-                    quote_literal(&target.literal),
-                    target.path
+                    quote_literal(&target.literal(self)),
+                    target.path(self)
                 ),
-                PoolerMode::Transaction => format!(
+                (PoolerMode::Transaction, _) => format!(
                     "SELECT {}::regnamespace; BEGIN; SET LOCAL search_path TO {}",
-                    quote_literal(&target.literal),
-                    target.path
+                    quote_literal(&target.literal(self)),
+                    target.path(self)
                 ),
             };
-            let switching = pooled.scope != target.scope;
             if switching {
                 pooled.scope = Scope::Unknown;
             }
             let result = pooled.internal(|c| AnsiTransactionManager::begin_transaction_sql(c, &begin_sql));
             match result {
                 Ok(()) => {
-                    if self.inner.pooler_mode == PoolerMode::Session {
+                    if switching && self.inner.pooler_mode == PoolerMode::Session {
                         // Rolled back together with the transaction if it
                         // does not commit; `run_in_transaction` forgets it then.
-                        pooled.scope = target.scope.clone();
-                        if let Scope::Tenant(schema) = &target.scope {
-                            if switching {
-                                pooled.tenants_served.insert(schema.clone());
-                            }
+                        pooled.scope = target.scope();
+                        if let Target::Tenant(schema) = target {
+                            pooled.tenants_served.insert((*schema).clone());
                         }
                     }
                     return Ok(TenantConnection::new(pooled, self));
@@ -786,14 +764,19 @@ impl TenantPool {
                     // The failed statement may have left the session mid-way.
                     pooled.scope = Scope::Unknown;
                     drop(pooled);
-                    return Err(explain_failure().unwrap_or(e.into()));
+                    let explained = match target {
+                        Target::Tenant(schema) => self.tenant_not_found(schema),
+                        Target::Shared => None,
+                    };
+                    return Err(explained.unwrap_or(e.into()));
                 }
             }
         }
     }
 
     /// After a failed tenant `BEGIN`: was it because the schema is missing?
-    fn tenant_not_found(&self, schema: &SchemaName, literal: &str) -> Option<TenancyError> {
+    fn tenant_not_found(&self, schema: &SchemaName) -> Option<TenancyError> {
+        let literal = schema.quoted();
         #[derive(QueryableByName)]
         struct Exists {
             #[diesel(sql_type = diesel::sql_types::Bool)]
@@ -803,7 +786,7 @@ impl TenantPool {
         let rows: Vec<Exists> = pooled
             .internal(|c| {
                 diesel::sql_query("SELECT to_regnamespace($1) IS NOT NULL AS exists")
-                    .bind::<Text, _>(literal)
+                    .bind::<Text, _>(&literal)
                     .load(c)
             })
             .ok()?;
@@ -814,13 +797,43 @@ impl TenantPool {
     }
 }
 
-/// Where a transaction is scoped.
-struct Target {
-    scope: Scope,
+/// What a checkout is for.
+enum Target<'a> {
+    Tenant(&'a SchemaName),
+    Shared,
+}
+
+impl Target<'_> {
+    fn matches(&self, scope: &Scope) -> bool {
+        match (self, scope) {
+            (Target::Tenant(wanted), Scope::Tenant(current)) => *wanted == current,
+            (Target::Shared, Scope::Shared) => true,
+            _ => false,
+        }
+    }
+
+    fn scope(&self) -> Scope {
+        match self {
+            Target::Tenant(schema) => Scope::Tenant((*schema).clone()),
+            Target::Shared => Scope::Shared,
+        }
+    }
+
     /// The search_path value, quoted.
-    path: String,
+    fn path(&self, pool: &TenantPool) -> String {
+        match self {
+            Target::Tenant(schema) => pool.search_path_for(schema),
+            Target::Shared => pool.inner.shared_path.clone(),
+        }
+    }
+
     /// The schema whose existence is checked, quoted.
-    literal: String,
+    fn literal(&self, pool: &TenantPool) -> String {
+        match self {
+            Target::Tenant(schema) => schema.quoted(),
+            Target::Shared => quote_ident(&pool.inner.shared_schema),
+        }
+    }
 }
 
 /// Quotes a SQL string literal.
