@@ -83,10 +83,9 @@ pub enum TenancyError {
         message: String,
     },
 
-    /// The migrations could not be read from their `MigrationSource`.
-    #[error(
-        "could not load the migrations: {message}; check that the migrations directory exists and that every migration in it has an up.sql"
-    )]
+    /// The migrations could not be read from their `MigrationSource`, or one
+    /// of them cannot run as a tenant migration.
+    #[error("could not use the migrations: {message}")]
     MigrationSource {
         /// What the migration source reported.
         message: String,

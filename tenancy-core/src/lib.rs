@@ -11,6 +11,8 @@
 //!   [`TenantPool::transaction`], [`TenantPool::shared`].
 //! * [`TenantContext`], [`Tenant`] and [`tenant_scoped`]: DAL functions that
 //!   can only reach their own tenant.
+//! * [`provision`], [`drop_tenant`], [`list_tenants`], [`tenant_exists`]: the
+//!   tenant registry; [`migrate_all`]: migrations across the whole fleet.
 //!
 //! # What a borrower may do with a connection
 //!
@@ -28,7 +30,10 @@
 mod context;
 mod error;
 mod guard;
+mod migrate;
 mod pool;
+mod provision;
+mod registry;
 mod schema_name;
 
 #[doc(hidden)]
@@ -37,9 +42,14 @@ pub mod __private;
 
 pub use context::{Tenant, TenantContext};
 pub use error::{parse_schema, TenancyError};
+pub use migrate::{
+    migrate_all, MigrateOptions, MigrationCounts, MigrationReport, Progress, TenantMigration, TenantOutcome,
+};
 pub use pool::{
     InstrumentationFactory, PoolState, PoolerMode, SharedConnection, TenantConnection, TenantPool, TenantPoolBuilder,
 };
+pub use provision::{drop_tenant, provision, Provisioned};
+pub use registry::{list_tenants, tenant_exists, tenant_record, TenantRecord, TenantState, UnknownTenantState};
 pub use schema_name::{SchemaName, SchemaNameError, DEFAULT_REGISTRY_SCHEMA, MAX_LEN};
 pub use tenancy_macros::tenant_scoped;
 
