@@ -1,0 +1,164 @@
+//! What annotated functions become, pretty-printed and compared with the
+//! files in `snapshots/`. Run with `SNAPSHOTS=overwrite` to rewrite them
+//! after an intended change, then read the diff.
+
+use std::path::PathBuf;
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use crate::expand::tenant_scoped;
+
+/// Expands `written`, a function carrying `#[tenant_scoped(...)]`; `wrap`
+/// puts it into its `impl` or `trait` for printing.
+fn expansion(written: TokenStream, wrap: fn(TokenStream) -> TokenStream) -> String {
+    let mut item: syn::ItemFn = syn::parse2(written.clone()).unwrap();
+    let position = item.attrs.iter().position(|a| a.path().is_ident("tenant_scoped")).unwrap();
+    let args = match item.attrs.remove(position).meta {
+        syn::Meta::List(list) => list.tokens,
+        _ => TokenStream::new(),
+    };
+    let input = pretty(wrap(written));
+    let output = pretty(wrap(tenant_scoped(args, quote!(#item))));
+    format!("// Written:\n\n{input}\n// Expanded:\n\n{output}")
+}
+
+fn pretty(tokens: TokenStream) -> String {
+    match syn::parse2::<syn::File>(tokens.clone()) {
+        Ok(file) => prettyplease::unparse(&file),
+        Err(e) => panic!("expansion is not valid Rust ({e}):\n{tokens}"),
+    }
+}
+
+fn in_impl(tokens: TokenStream) -> TokenStream {
+    quote!(impl AgentsDal { #tokens })
+}
+
+fn in_trait(tokens: TokenStream) -> TokenStream {
+    quote!(trait AgentsRepo: TenantContext { #tokens })
+}
+
+fn free(tokens: TokenStream) -> TokenStream {
+    tokens
+}
+
+fn check(name: &str, actual: &str) {
+    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "snapshots", &format!("{name}.rs")].iter().collect();
+    if std::env::var_os("SNAPSHOTS").is_some_and(|v| v == "overwrite") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run with SNAPSHOTS=overwrite to create it", path.display()));
+    assert!(
+        expected == actual,
+        "{} differs from the expansion (run with SNAPSHOTS=overwrite to accept it):\n{actual}",
+        path.display()
+    );
+}
+
+#[test]
+fn method_checks_out_a_connection_through_self() {
+    check(
+        "method",
+        &expansion(
+            quote! {
+                /// Creates an agent.
+                #[must_use = "the agent may not have been created"]
+                #[tenant_scoped]
+                pub fn create(&self, new: &NewAgent) -> Result<Agent, DalError> {
+                    Ok(diesel::insert_into(agents::table).values(new).get_result(conn)?)
+                }
+            },
+            in_impl,
+        ),
+    );
+}
+
+#[test]
+fn transaction_runs_the_body_in_a_tenant_transaction() {
+    check(
+        "transaction",
+        &expansion(
+            quote! {
+                #[tenant_scoped(transaction)]
+                pub fn move_all<'a>(&'a self, from: i64, to: impl Into<i64>) -> Result<impl Iterator<Item = &'a str>, DalError>
+                where
+                    Self: Sized,
+                {
+                    #![allow(clippy::needless_question_mark)]
+                    let moved = diesel::update(agents::table.filter(agents::team.eq(from)))
+                        .set(agents::team.eq(to.into()))
+                        .execute(conn)?;
+                    if moved == 0 {
+                        return Err(DalError::NothingToMove);
+                    }
+                    Ok(std::iter::empty())
+                }
+            },
+            in_impl,
+        ),
+    );
+}
+
+#[test]
+fn free_function_takes_its_context_and_connection_names() {
+    check(
+        "free_function",
+        &expansion(
+            quote! {
+                #[tenant_scoped(ctx = tenant, conn = c)]
+                pub fn count<C: TenantContext + ?Sized>(tenant: &C) -> Result<i64, TenancyError> {
+                    Ok(agents::table.count().get_result(c)?)
+                }
+            },
+            free,
+        ),
+    );
+}
+
+#[test]
+fn trait_default_method_is_scoped_like_any_method() {
+    check(
+        "trait_default_method",
+        &expansion(
+            quote! {
+                #[tenant_scoped]
+                fn names(&self) -> QueryResultOf<Vec<String>> {
+                    agents::table.select(agents::name).load(conn).map_err(Into::into)
+                }
+            },
+            in_trait,
+        ),
+    );
+}
+
+#[test]
+fn misuse_keeps_the_function_and_reports_every_error() {
+    check(
+        "misuse",
+        &expansion(
+            quote! {
+                #[tenant_scoped(transation, conn = tenant)]
+                pub async fn count(tenant: &Tenant) -> i64 {
+                    agents::table.count().get_result(conn).unwrap_or(0)
+                }
+            },
+            free,
+        ),
+    );
+}
+
+#[test]
+fn not_a_function_is_reported_and_kept() {
+    let out = tenant_scoped(
+        quote!(),
+        quote!(
+            struct AgentsDal;
+        ),
+    )
+    .to_string();
+    assert!(out.contains("compile_error"), "{out}");
+    assert!(out.ends_with("struct AgentsDal ;"), "{out}");
+}
