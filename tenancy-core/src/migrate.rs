@@ -50,8 +50,11 @@ pub struct MigrateOptions {
     jobs: usize,
     verify_schemas: bool,
     lock_timeout: Option<Duration>,
-    progress: Option<Box<dyn FnMut(&Progress<'_>) + Send>>,
+    progress: Option<ProgressCallback>,
 }
+
+/// The boxed form of a callback given to [`MigrateOptions::on_progress`].
+type ProgressCallback = Box<dyn FnMut(&Progress<'_>) + Send>;
 
 impl Default for MigrateOptions {
     fn default() -> Self {
