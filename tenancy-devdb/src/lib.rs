@@ -22,6 +22,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 
+pub mod pgbouncer;
+
 /// What went wrong while finding or starting PostgreSQL.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
