@@ -1,0 +1,949 @@
+//! Scoping cost: what tenant scoping costs next to plain diesel + r2d2 doing
+//! the same work, measured in the same run on a real PostgreSQL.
+//!
+//! ```text
+//! cargo bench -p tenancy-tests --bench scoping              # full run (minutes)
+//! cargo bench -p tenancy-tests --bench scoping -- --quick   # CI smoke run (seconds)
+//! ```
+//!
+//! Every variant of a group runs once per round, interleaved with the other
+//! variants of the group, so slow drift of the machine hits all of them
+//! alike; ratios are taken within a round and the median over rounds is
+//! reported, with the spread (max - min over median) of each variant's
+//! throughput. "Plain" is diesel's r2d2 pool on the same table in `public`,
+//! once with r2d2's defaults (`SELECT 1` on every checkout) and once with the
+//! same settings as `TenantPool` (no checkout test, statement cache on).
+//!
+//! The benchmark creates a database of its own (with `synchronous_commit =
+//! off`, so commit flushes do not drown what is measured), one schema per
+//! tenant, and drops it at the end.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::error::Error;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, Pool};
+use diesel::sql_types::Text;
+use tenancy_core::{SchemaName, TenancyError, Tenant, TenantContext, TenantPool};
+use tenancy_tests::items;
+
+type BoxError = Box<dyn Error + Send + Sync>;
+type PlainPool = Pool<ConnectionManager<PgConnection>>;
+/// One request, run over and over by one benchmark thread.
+type Op<'a> = Box<dyn FnMut() -> Result<(), BoxError> + 'a>;
+/// Builds the request loop of thread `t`.
+type MakeOp<'a> = Box<dyn Fn(usize) -> Op<'a> + Sync + 'a>;
+
+/// The pool size of every pool in the benchmark.
+const POOL_SIZE: u32 = 8;
+/// Rows per tenant table.
+const ROWS: i64 = 16;
+/// Tenants created per transaction while setting up (bounded by the lock table).
+const SCHEMAS_PER_BATCH: usize = 250;
+/// Exponent of the Zipf distribution of tenant popularity.
+const ZIPF_S: f64 = 1.0;
+
+struct Settings {
+    quick: bool,
+    sample: Duration,
+    warmup: Duration,
+    rounds: usize,
+    tenants: usize,
+}
+
+impl Settings {
+    fn from_args() -> Self {
+        // `cargo bench` passes `--bench`; only `--quick` means anything here.
+        let quick = std::env::args().any(|a| a == "--quick");
+        if quick {
+            Settings {
+                quick,
+                sample: Duration::from_millis(150),
+                warmup: Duration::from_millis(100),
+                rounds: 2,
+                tenants: 1_000,
+            }
+        } else {
+            Settings {
+                quick,
+                sample: Duration::from_millis(1500),
+                warmup: Duration::from_millis(1500),
+                rounds: 5,
+                tenants: 10_000,
+            }
+        }
+    }
+}
+
+fn main() -> Result<(), BoxError> {
+    let settings = Settings::from_args();
+    let started = Instant::now();
+    let dev = tenancy_devdb::shared()?;
+    let db = BenchDatabase::create(dev.url(), &format!("tenancy_bench_scoping_{}", std::process::id()))?;
+    let url = db.url.clone();
+    let tenants = create_tenants(&url, &db.name, settings.tenants)?;
+    println!("{}", environment(&url, &settings)?);
+    println!("setup: {} tenant schemas in {:.1} s\n", tenants.len(), started.elapsed().as_secs_f64());
+
+    let bench = Bench { settings: &settings, url: &url, tenants: &tenants };
+    let mut report = String::new();
+    report += &bench.point_lookups()?;
+    report += &bench.transactions()?;
+    report += &bench.dal()?;
+    report += &bench.concurrency()?;
+    report += &bench.zipf()?;
+    report += &eviction_simulation(&settings);
+    println!("{report}");
+    println!("total: {:.1} s", started.elapsed().as_secs_f64());
+    drop(db);
+    Ok(())
+}
+
+/// The benchmark's own database, dropped (with `FORCE`) when this guard is.
+///
+/// `DevDatabase::create_database` sends `DROP DATABASE; CREATE DATABASE` as
+/// one simple-query message, which PostgreSQL runs as one transaction and
+/// refuses; the two statements go separately here.
+struct BenchDatabase {
+    admin_url: String,
+    url: String,
+    name: String,
+}
+
+impl BenchDatabase {
+    fn create(admin_url: &str, name: &str) -> Result<Self, BoxError> {
+        let mut conn = PgConnection::establish(admin_url)?;
+        conn.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))?;
+        conn.batch_execute(&format!("CREATE DATABASE \"{name}\""))?;
+        Ok(Self {
+            admin_url: admin_url.to_owned(),
+            url: tenancy_devdb::replace_database(admin_url, name),
+            name: name.to_owned(),
+        })
+    }
+}
+
+impl Drop for BenchDatabase {
+    fn drop(&mut self) {
+        if let Ok(mut conn) = PgConnection::establish(&self.admin_url) {
+            let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name));
+        }
+    }
+}
+
+/// Creates `public.items` (for plain diesel) and `count` tenant schemas with
+/// the same table and rows.
+fn create_tenants(url: &str, database: &str, count: usize) -> Result<Vec<SchemaName>, BoxError> {
+    let mut conn = PgConnection::establish(url)?;
+    // Database-wide, so every connection opened later gets it too.
+    conn.batch_execute(&format!("ALTER DATABASE \"{database}\" SET synchronous_commit = off"))?;
+    conn.batch_execute("SET synchronous_commit = off")?;
+    let table = |schema: &str| {
+        format!(
+            "CREATE TABLE {schema}.items (id BIGINT PRIMARY KEY, tenant TEXT NOT NULL, body TEXT NOT NULL); \
+             INSERT INTO {schema}.items SELECT g, '{schema}', 'body ' || g FROM generate_series(1, {ROWS}) g;"
+        )
+    };
+    conn.batch_execute(&table("public"))?;
+    let names: Vec<SchemaName> =
+        (0..count).map(|i| SchemaName::new(&format!("t{i:05}"))).collect::<Result<_, _>>()?;
+    for batch in names.chunks(SCHEMAS_PER_BATCH) {
+        let mut sql = String::from("BEGIN;");
+        for name in batch {
+            let q = name.quoted();
+            write!(sql, "CREATE SCHEMA {q}; {}", table(&q))?;
+        }
+        sql += "COMMIT;";
+        conn.batch_execute(&sql)?;
+    }
+    conn.batch_execute("ANALYZE")?;
+    Ok(names)
+}
+
+/// The machine, the server and the command, for the report.
+fn environment(url: &str, settings: &Settings) -> Result<String, BoxError> {
+    #[derive(QueryableByName)]
+    struct Version {
+        #[diesel(sql_type = Text)]
+        version: String,
+    }
+    let mut conn = PgConnection::establish(url)?;
+    let version: Version = diesel::sql_query("SELECT version() AS version").get_result(&mut conn)?;
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':']).to_owned()))
+        .unwrap_or_else(|| String::from("unknown"));
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    Ok(format!(
+        "mode: {}; {} rounds of {} ms per variant\nmachine: {cpus} CPUs ({cpu}), {mem_gib:.0} GiB; load average at start: {}\nserver: {}",
+        if settings.quick { "quick" } else { "full" },
+        settings.rounds,
+        settings.sample.as_millis(),
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        version.version
+    ))
+}
+
+/// A benchmark variant: a name, a thread count and the request loop.
+struct Variant<'a> {
+    name: String,
+    threads: usize,
+    make: MakeOp<'a>,
+}
+
+impl<'a> Variant<'a> {
+    fn new(name: impl Into<String>, threads: usize, make: impl Fn(usize) -> Op<'a> + Sync + 'a) -> Self {
+        Self { name: name.into(), threads, make: Box::new(make) }
+    }
+}
+
+/// Requests per second of `threads` threads running their request loops for `duration`.
+fn throughput(threads: usize, duration: Duration, make: &MakeOp<'_>) -> Result<f64, BoxError> {
+    let barrier = Barrier::new(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let barrier = &barrier;
+                s.spawn(move || -> Result<f64, BoxError> {
+                    let mut op = make(t);
+                    barrier.wait();
+                    let start = Instant::now();
+                    let mut n = 0u64;
+                    while start.elapsed() < duration {
+                        op()?;
+                        n += 1;
+                    }
+                    Ok(n as f64 / start.elapsed().as_secs_f64())
+                })
+            })
+            .collect();
+        let mut total = 0.0;
+        for handle in handles {
+            total += handle.join().map_err(|_| "a benchmark thread panicked")??;
+        }
+        Ok(total)
+    })
+}
+
+/// Throughput of each variant in each round.
+struct Measured {
+    names: Vec<String>,
+    threads: Vec<usize>,
+    /// `rounds[r][v]`: requests per second of variant `v` in round `r`.
+    rounds: Vec<Vec<f64>>,
+}
+
+fn measure(settings: &Settings, variants: &[Variant<'_>]) -> Result<Measured, BoxError> {
+    for v in variants {
+        throughput(v.threads, settings.warmup, &v.make)?;
+    }
+    let mut rounds = Vec::with_capacity(settings.rounds);
+    for _ in 0..settings.rounds {
+        let mut round = Vec::with_capacity(variants.len());
+        for v in variants {
+            round.push(throughput(v.threads, settings.sample, &v.make)?);
+        }
+        rounds.push(round);
+    }
+    Ok(Measured {
+        names: variants.iter().map(|v| v.name.clone()).collect(),
+        threads: variants.iter().map(|v| v.threads).collect(),
+        rounds,
+    })
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+impl Measured {
+    fn index(&self, name: &str) -> usize {
+        self.names.iter().position(|n| n == name).unwrap_or_else(|| panic!("no variant {name}"))
+    }
+
+    fn throughput(&self, v: usize) -> f64 {
+        median(self.rounds.iter().map(|r| r[v]).collect())
+    }
+
+    /// Median over rounds of `v`'s throughput divided by `base`'s in the same round.
+    fn ratio(&self, v: usize, base: usize) -> f64 {
+        median(self.rounds.iter().map(|r| r[v] / r[base]).collect())
+    }
+
+    fn spread(&self, v: usize) -> f64 {
+        let xs: Vec<f64> = self.rounds.iter().map(|r| r[v]).collect();
+        let max = xs.iter().copied().fold(f64::MIN, f64::max);
+        let min = xs.iter().copied().fold(f64::MAX, f64::min);
+        (max - min) / self.throughput(v)
+    }
+
+    /// Microseconds per request as one thread sees it.
+    fn micros(&self, v: usize) -> f64 {
+        self.threads[v] as f64 * 1e6 / self.throughput(v)
+    }
+
+    /// A markdown table; ratios against the two plain baselines named.
+    fn table(&self, title: &str, plain_defaults: &str, plain_same: &str) -> String {
+        format!("### {title}\n\n{HEADER}{}\n", self.rows(plain_defaults, plain_same, |_| None))
+    }
+
+    /// The table's rows; `extra(v)` appends cells to variant `v`'s row.
+    fn rows(
+        &self,
+        plain_defaults: &str,
+        plain_same: &str,
+        extra: impl Fn(usize) -> Option<String>,
+    ) -> String {
+        let (d, s) = (self.index(plain_defaults), self.index(plain_same));
+        let mut out = String::new();
+        for v in 0..self.names.len() {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.0} | {:.1} | {:.1}% | {:.3}× | {:.3}× |{}",
+                self.names[v],
+                self.threads[v],
+                self.throughput(v),
+                self.micros(v),
+                self.spread(v) * 100.0,
+                self.ratio(v, d),
+                self.ratio(v, s),
+                extra(v).unwrap_or_default()
+            );
+        }
+        out
+    }
+}
+
+const HEADER: &str = "| variant | threads | req/s | µs/req | spread | vs plain (r2d2 defaults) | vs plain (same settings) |\n|---|---:|---:|---:|---:|---:|---:|\n";
+const PLAIN_DEFAULTS: &str = "plain diesel, r2d2 defaults";
+const PLAIN_SAME: &str = "plain diesel, same settings";
+const PLAIN_TX_DEFAULTS: &str = "plain diesel transaction, r2d2 defaults";
+const PLAIN_TX_SAME: &str = "plain diesel transaction, same settings";
+const NAIVE_SAME: &str = "SET search_path per checkout, same tenant, same settings";
+const NAIVE_DEFAULTS: &str = "SET search_path per checkout, same tenant, r2d2 defaults";
+const SWITCH_NO_REPLAN: &str = "plain + our switch statement, same path (round trip, no re-plan)";
+const LOOKUP_BY_HAND: &str = "point lookup, pool.tenant() by hand";
+const LOOKUP_DAL: &str = "point lookup, #[tenant_scoped] method";
+const TX_BY_HAND: &str = "transaction, pool.transaction() by hand";
+const TX_DAL: &str = "transaction, #[tenant_scoped(transaction)] method";
+
+/// Counts the statements a pool's connections send (without formatting them).
+#[derive(Clone, Default)]
+struct StatementCount(Arc<AtomicU64>);
+
+impl Instrumentation for StatementCount {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        if let InstrumentationEvent::StartQuery { .. } = event {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Small, fast, seedable; quality is irrelevant for picking tenants.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next_f64(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Zipf-distributed tenant indexes (index 0 the most popular).
+struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: usize, s: f64) -> Self {
+        let mut acc = 0.0;
+        let mut cdf: Vec<f64> = (1..=n)
+            .map(|k| {
+                acc += 1.0 / (k as f64).powf(s);
+                acc
+            })
+            .collect();
+        for c in &mut cdf {
+            *c /= acc;
+        }
+        Self { cdf }
+    }
+
+    fn sample(&self, rng: &mut XorShift) -> usize {
+        let u = rng.next_f64();
+        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
+    }
+}
+
+struct Bench<'a> {
+    settings: &'a Settings,
+    url: &'a str,
+    tenants: &'a [SchemaName],
+}
+
+fn plain_pool(url: &str, test_on_check_out: bool) -> Result<PlainPool, BoxError> {
+    Ok(Pool::builder()
+        .max_size(POOL_SIZE)
+        .test_on_check_out(test_on_check_out)
+        .build(ConnectionManager::<PgConnection>::new(url))?)
+}
+
+fn our_pool(url: &str, guard: bool, affinity: bool) -> Result<TenantPool, BoxError> {
+    let pool = TenantPool::builder()
+        .max_size(POOL_SIZE)
+        .session_guard(guard)
+        .tenant_affinity(affinity)
+        .build(url)?;
+    wait_for_connections(&pool)?;
+    Ok(pool)
+}
+
+/// `TenantPool` opens its connections in the background; measure only once they are all there.
+fn wait_for_connections(pool: &TenantPool) -> Result<(), BoxError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pool.state().idle_connections < POOL_SIZE {
+        if Instant::now() > deadline {
+            return Err("the pool did not open its connections within 30 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// The point lookup every variant sends: one row by primary key.
+fn lookup(conn: &mut PgConnection, id: i64) -> Result<(), BoxError> {
+    let body: String = items::table.find(id).select(items::body).first(conn)?;
+    std::hint::black_box(body);
+    Ok(())
+}
+
+/// The small read-write transaction body: one update, one read.
+fn read_write(conn: &mut PgConnection, id: i64) -> Result<(), diesel::result::Error> {
+    diesel::update(items::table.find(id)).set(items::body.eq("updated")).execute(conn)?;
+    let body: String = items::table.find(id % ROWS + 1).select(items::body).first(conn)?;
+    std::hint::black_box(body);
+    Ok(())
+}
+
+fn row(n: u64) -> i64 {
+    (n % ROWS as u64) as i64 + 1
+}
+
+/// The "SET search_path on every checkout" approach seen in the wild.
+fn naive_set(conn: &mut PgConnection, schema: &SchemaName) -> Result<(), BoxError> {
+    conn.batch_execute(&format!("SET search_path TO {}, public", schema.quoted()))?;
+    Ok(())
+}
+
+/// Our switching statement, sent on a plain connection: one round trip
+/// without the re-plan a real search_path change causes (the value is the same each time).
+fn set_config_same(conn: &mut PgConnection, schema: &SchemaName) -> Result<(), BoxError> {
+    diesel::sql_query("SELECT set_config('search_path', $1, false) WHERE to_regnamespace($2) IS NOT NULL")
+        .bind::<Text, _>(schema.quoted())
+        .bind::<Text, _>(schema.quoted())
+        .execute(conn)?;
+    Ok(())
+}
+
+fn plain_lookup<'p>(pool: &'p PlainPool) -> impl Fn(usize) -> Op<'p> + Sync + 'p {
+    move |_t| {
+        let mut n = 0u64;
+        Box::new(move || {
+            n += 1;
+            lookup(&mut *pool.get()?, row(n))
+        })
+    }
+}
+
+/// `tenant()` then the lookup, tenants taken in turn from the first `count`.
+fn tenant_lookup<'p>(
+    pool: &'p TenantPool,
+    tenants: &'p [SchemaName],
+    count: usize,
+) -> impl Fn(usize) -> Op<'p> + Sync + 'p {
+    move |t| {
+        let mut n = t as u64;
+        Box::new(move || {
+            n += 1;
+            lookup(&mut *pool.tenant(&tenants[(n as usize) % count])?, row(n))
+        })
+    }
+}
+
+/// `SET search_path` on every checkout, then the lookup.
+fn naive_lookup<'p>(
+    pool: &'p PlainPool,
+    tenants: &'p [SchemaName],
+    count: usize,
+) -> impl Fn(usize) -> Op<'p> + Sync + 'p {
+    move |_t| {
+        let mut n = 0u64;
+        Box::new(move || {
+            n += 1;
+            let mut conn = pool.get()?;
+            naive_set(&mut conn, &tenants[(n as usize) % count])?;
+            lookup(&mut conn, row(n))
+        })
+    }
+}
+
+fn plain_transaction<'p>(pool: &'p PlainPool) -> impl Fn(usize) -> Op<'p> + Sync + 'p {
+    move |_t| {
+        let mut n = 0u64;
+        Box::new(move || {
+            n += 1;
+            pool.get()?.transaction(|c| read_write(c, row(n)))?;
+            Ok(())
+        })
+    }
+}
+
+fn tenant_transaction<'p>(
+    pool: &'p TenantPool,
+    tenants: &'p [SchemaName],
+    count: usize,
+) -> impl Fn(usize) -> Op<'p> + Sync + 'p {
+    move |_t| {
+        let mut n = 0u64;
+        Box::new(move || {
+            n += 1;
+            pool.transaction(&tenants[(n as usize) % count], |c| {
+                read_write(c, row(n)).map_err(TenancyError::from)
+            })?;
+            Ok(())
+        })
+    }
+}
+
+fn naive_transaction<'p>(
+    pool: &'p PlainPool,
+    tenants: &'p [SchemaName],
+    count: usize,
+) -> impl Fn(usize) -> Op<'p> + Sync + 'p {
+    move |_t| {
+        let mut n = 0u64;
+        Box::new(move || {
+            n += 1;
+            let mut conn = pool.get()?;
+            naive_set(&mut conn, &tenants[(n as usize) % count])?;
+            conn.transaction(|c| read_write(c, row(n)))?;
+            Ok(())
+        })
+    }
+}
+
+/// Zipf-distributed tenants; counts requests so that the hit rate can be
+/// derived from the statements the pool's connections sent.
+fn zipf_lookup<'p>(
+    pool: &'p TenantPool,
+    tenants: &'p [SchemaName],
+    zipf: &'p Zipf,
+    requests: &'p AtomicU64,
+) -> impl Fn(usize) -> Op<'p> + Sync + 'p {
+    move |t| {
+        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ ((t as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03)));
+        let mut n = 0u64;
+        Box::new(move || {
+            n += 1;
+            let schema = &tenants[zipf.sample(&mut rng)];
+            requests.fetch_add(1, Ordering::Relaxed);
+            lookup(&mut *pool.tenant(schema)?, row(n))
+        })
+    }
+}
+
+impl Bench<'_> {
+    fn rotating(&self, n: usize) -> usize {
+        n.min(self.tenants.len())
+    }
+
+    /// Scenarios 1-3: point lookups on one thread: same tenant, rotating
+    /// tenants, and the SET-on-every-checkout approach; the switch cost.
+    fn point_lookups(&self) -> Result<String, BoxError> {
+        let (url, tenants) = (self.url, self.tenants);
+        let plain_default = plain_pool(url, true)?;
+        let plain_same = plain_pool(url, false)?;
+        let ours = our_pool(url, true, true)?;
+        let ours_unguarded = our_pool(url, false, true)?;
+        let ours_no_affinity = our_pool(url, true, false)?;
+        let many = self.rotating(10_000);
+        let rotating_many = format!("tenant(), rotating over {many}");
+        let naive_many = format!("SET search_path per checkout, rotating over {many}");
+        let variants = vec![
+            Variant::new(PLAIN_DEFAULTS, 1, plain_lookup(&plain_default)),
+            Variant::new(PLAIN_SAME, 1, plain_lookup(&plain_same)),
+            Variant::new("tenant(), same tenant", 1, tenant_lookup(&ours, tenants, 1)),
+            Variant::new(
+                "tenant(), same tenant, session guard off",
+                1,
+                tenant_lookup(&ours_unguarded, tenants, 1),
+            ),
+            Variant::new(NAIVE_SAME, 1, naive_lookup(&plain_same, tenants, 1)),
+            Variant::new(NAIVE_DEFAULTS, 1, naive_lookup(&plain_default, tenants, 1)),
+            Variant::new("tenant(), rotating over 100", 1, tenant_lookup(&ours, tenants, self.rotating(100))),
+            Variant::new(rotating_many.clone(), 1, tenant_lookup(&ours, tenants, many)),
+            Variant::new(
+                "tenant(), rotating over 100, affinity off",
+                1,
+                tenant_lookup(&ours_no_affinity, tenants, self.rotating(100)),
+            ),
+            Variant::new(
+                "SET search_path per checkout, rotating over 100",
+                1,
+                naive_lookup(&plain_same, tenants, self.rotating(100)),
+            ),
+            Variant::new(naive_many.clone(), 1, naive_lookup(&plain_same, tenants, many)),
+            Variant::new(SWITCH_NO_REPLAN, 1, |_t| -> Op<'_> {
+                let plain_same = &plain_same;
+                let mut n = 0u64;
+                Box::new(move || {
+                    n += 1;
+                    let mut conn = plain_same.get()?;
+                    set_config_same(&mut conn, &tenants[0])?;
+                    lookup(&mut conn, row(n))
+                })
+            }),
+        ];
+        let m = measure(self.settings, &variants)?;
+        let mut out =
+            m.table("Point lookup, one thread, pool of 8 (scenarios 1-3)", PLAIN_DEFAULTS, PLAIN_SAME);
+        let same = m.micros(m.index("tenant(), same tenant"));
+        let rotating = m.micros(m.index("tenant(), rotating over 100"));
+        let rotating_many_us = m.micros(m.index(&rotating_many));
+        let round_trip = m.micros(m.index(SWITCH_NO_REPLAN)) - m.micros(m.index(PLAIN_SAME));
+        let ours_same = m.index("tenant(), same tenant");
+        let _ = writeln!(
+            out,
+            "- ours vs SET search_path per checkout, same tenant: {:.2}× (same settings), {:.2}× (r2d2 defaults)",
+            m.ratio(ours_same, m.index(NAIVE_SAME)),
+            m.ratio(ours_same, m.index(NAIVE_DEFAULTS))
+        );
+        let _ = writeln!(
+            out,
+            "- ours vs SET search_path per checkout, rotating over 100: {:.2}×; over {many}: {:.2}×",
+            m.ratio(
+                m.index("tenant(), rotating over 100"),
+                m.index("SET search_path per checkout, rotating over 100")
+            ),
+            m.ratio(m.index(&rotating_many), m.index(&naive_many))
+        );
+        let _ = writeln!(
+            out,
+            "- switch cost (rotating over 100 minus same tenant): {:.1} µs; the switch statement's round trip alone (same path, no re-plan): {round_trip:.1} µs; PostgreSQL re-planning after the search_path change: the remaining {:.1} µs",
+            rotating - same,
+            rotating - same - round_trip
+        );
+        let _ = writeln!(
+            out,
+            "- per request, rotating over 100 vs over {many}: {rotating:.1} µs vs {rotating_many_us:.1} µs\n"
+        );
+        Ok(out)
+    }
+
+    /// Scenario 4: a small read-write transaction.
+    fn transactions(&self) -> Result<String, BoxError> {
+        let (url, tenants) = (self.url, self.tenants);
+        let plain_default = plain_pool(url, true)?;
+        let plain_same = plain_pool(url, false)?;
+        let ours = our_pool(url, true, true)?;
+        let ours_unguarded = our_pool(url, false, true)?;
+        let many = self.rotating(10_000);
+        let variants = vec![
+            Variant::new(PLAIN_TX_DEFAULTS, 1, plain_transaction(&plain_default)),
+            Variant::new(PLAIN_TX_SAME, 1, plain_transaction(&plain_same)),
+            Variant::new("transaction(), same tenant", 1, tenant_transaction(&ours, tenants, 1)),
+            Variant::new(
+                "transaction(), same tenant, session guard off",
+                1,
+                tenant_transaction(&ours_unguarded, tenants, 1),
+            ),
+            Variant::new(
+                "transaction(), rotating over 100",
+                1,
+                tenant_transaction(&ours, tenants, self.rotating(100)),
+            ),
+            Variant::new(
+                format!("transaction(), rotating over {many}"),
+                1,
+                tenant_transaction(&ours, tenants, many),
+            ),
+            Variant::new(
+                "SET search_path per checkout + transaction, same tenant",
+                1,
+                naive_transaction(&plain_same, tenants, 1),
+            ),
+            Variant::new(
+                "SET search_path per checkout + transaction, rotating over 100",
+                1,
+                naive_transaction(&plain_same, tenants, self.rotating(100)),
+            ),
+        ];
+        let m = measure(self.settings, &variants)?;
+        let mut out = m.table(
+            "Read-write transaction (UPDATE + SELECT), one thread, pool of 8 (scenario 4)",
+            PLAIN_TX_DEFAULTS,
+            PLAIN_TX_SAME,
+        );
+        let _ = writeln!(
+            out,
+            "- ours vs SET search_path per checkout + transaction: same tenant {:.2}×, rotating over 100 {:.2}×\n",
+            m.ratio(m.index("transaction(), same tenant"), m.index("SET search_path per checkout + transaction, same tenant")),
+            m.ratio(m.index("transaction(), rotating over 100"), m.index("SET search_path per checkout + transaction, rotating over 100")),
+        );
+        Ok(out)
+    }
+
+    /// Scenario 5: the same work through `#[tenant_scoped]` DAL methods.
+    fn dal(&self) -> Result<String, BoxError> {
+        let (url, tenants) = (self.url, self.tenants);
+        let plain_default = plain_pool(url, true)?;
+        let plain_same = plain_pool(url, false)?;
+        let ours = our_pool(url, true, true)?;
+        let dal = ItemsDal { tenant: ours.for_tenant(tenants[0].clone()) };
+        let dal = &dal;
+        let variants = vec![
+            Variant::new(PLAIN_DEFAULTS, 1, plain_lookup(&plain_default)),
+            Variant::new(PLAIN_SAME, 1, plain_lookup(&plain_same)),
+            Variant::new(LOOKUP_BY_HAND, 1, tenant_lookup(&ours, tenants, 1)),
+            Variant::new(LOOKUP_DAL, 1, |_t| -> Op<'_> {
+                let mut n = 0u64;
+                Box::new(move || {
+                    n += 1;
+                    std::hint::black_box(dal.body(row(n))?);
+                    Ok(())
+                })
+            }),
+            Variant::new(TX_BY_HAND, 1, tenant_transaction(&ours, tenants, 1)),
+            Variant::new(TX_DAL, 1, |_t| -> Op<'_> {
+                let mut n = 0u64;
+                Box::new(move || {
+                    n += 1;
+                    dal.read_write(row(n))?;
+                    Ok(())
+                })
+            }),
+        ];
+        let m = measure(self.settings, &variants)?;
+        let mut out = m.table(
+            "#[tenant_scoped] DAL methods vs the pool by hand, same tenant, one thread (scenario 5)",
+            PLAIN_DEFAULTS,
+            PLAIN_SAME,
+        );
+        let _ = writeln!(
+            out,
+            "- #[tenant_scoped] vs by hand: point lookup {:.3}×, transaction {:.3}×\n",
+            m.ratio(m.index(LOOKUP_DAL), m.index(LOOKUP_BY_HAND)),
+            m.ratio(m.index(TX_DAL), m.index(TX_BY_HAND)),
+        );
+        Ok(out)
+    }
+
+    /// Scenario 6: 1, 4 and 16 threads on a pool of 8.
+    fn concurrency(&self) -> Result<String, BoxError> {
+        let (url, tenants) = (self.url, self.tenants);
+        let plain_default = plain_pool(url, true)?;
+        let plain_same = plain_pool(url, false)?;
+        let ours = our_pool(url, true, true)?;
+        let mut out =
+            format!("### Point lookup, 1, 4 and 16 threads on a pool of 8 (scenario 6)\n\n{HEADER}");
+        for threads in [1, 4, 16] {
+            let variants = vec![
+                Variant::new(PLAIN_DEFAULTS, threads, plain_lookup(&plain_default)),
+                Variant::new(PLAIN_SAME, threads, plain_lookup(&plain_same)),
+                Variant::new("tenant(), all threads one tenant", threads, tenant_lookup(&ours, tenants, 1)),
+                Variant::new("tenant(), each thread its own tenant", threads, |t| -> Op<'_> {
+                    let schema = &tenants[t % tenants.len()];
+                    let ours = &ours;
+                    let mut n = 0u64;
+                    Box::new(move || {
+                        n += 1;
+                        lookup(&mut *ours.tenant(schema)?, row(n))
+                    })
+                }),
+            ];
+            let m = measure(self.settings, &variants)?;
+            out += &m.rows(PLAIN_DEFAULTS, PLAIN_SAME, |_| None);
+        }
+        out.push('\n');
+        Ok(out)
+    }
+
+    /// Zipf-skewed traffic over all tenants, pool of 8: hit rate and ratio,
+    /// with and without tenant affinity.
+    fn zipf(&self) -> Result<String, BoxError> {
+        let (url, tenants) = (self.url, self.tenants);
+        let zipf = Zipf::new(tenants.len(), ZIPF_S);
+        let plain_default = plain_pool(url, true)?;
+        let plain_same = plain_pool(url, false)?;
+        let counted = |affinity: bool| -> Result<(TenantPool, StatementCount), BoxError> {
+            let count = StatementCount::default();
+            let for_pool = count.clone();
+            let pool = TenantPool::builder()
+                .max_size(POOL_SIZE)
+                .tenant_affinity(affinity)
+                .instrumentation(move || Box::new(for_pool.clone()))
+                .build(url)?;
+            wait_for_connections(&pool)?;
+            Ok((pool, count))
+        };
+        let (with, with_statements) = counted(true)?;
+        let (without, without_statements) = counted(false)?;
+        let with_requests = AtomicU64::new(0);
+        let without_requests = AtomicU64::new(0);
+        let mut out = format!(
+            "### Zipf traffic (s = {ZIPF_S}) over {} tenants, pool of 8\n\n{}| hit rate |\n{}---:|\n",
+            tenants.len(),
+            HEADER.lines().next().unwrap_or_default(),
+            HEADER.lines().nth(1).unwrap_or_default(),
+        );
+        for threads in [1, 4] {
+            for (statements, requests) in
+                [(&with_statements, &with_requests), (&without_statements, &without_requests)]
+            {
+                statements.0.store(0, Ordering::Relaxed);
+                requests.store(0, Ordering::Relaxed);
+            }
+            let variants = vec![
+                Variant::new(PLAIN_DEFAULTS, threads, plain_lookup(&plain_default)),
+                Variant::new(PLAIN_SAME, threads, plain_lookup(&plain_same)),
+                Variant::new(
+                    "tenant(), affinity on",
+                    threads,
+                    zipf_lookup(&with, tenants, &zipf, &with_requests),
+                ),
+                Variant::new(
+                    "tenant(), affinity off",
+                    threads,
+                    zipf_lookup(&without, tenants, &zipf, &without_requests),
+                ),
+            ];
+            let m = measure(self.settings, &variants)?;
+            let hit_rate = |statements: &StatementCount, requests: &AtomicU64| {
+                let r = requests.load(Ordering::Relaxed) as f64;
+                let switches = statements.0.load(Ordering::Relaxed) as f64 - r;
+                format!(" {:.1}% |", (1.0 - switches / r) * 100.0)
+            };
+            out += &m.rows(PLAIN_DEFAULTS, PLAIN_SAME, |v| match v {
+                2 => Some(hit_rate(&with_statements, &with_requests)),
+                3 => Some(hit_rate(&without_statements, &without_requests)),
+                _ => Some(String::from(" - |")),
+            });
+        }
+        out.push('\n');
+        Ok(out)
+    }
+}
+
+/// A DAL in the style the library documents.
+struct ItemsDal {
+    tenant: Tenant,
+}
+
+impl TenantContext for ItemsDal {
+    fn tenant_pool(&self) -> &TenantPool {
+        self.tenant.tenant_pool()
+    }
+    fn tenant_schema(&self) -> &SchemaName {
+        self.tenant.tenant_schema()
+    }
+}
+
+impl ItemsDal {
+    fn body(&self, id: i64) -> Result<String, TenancyError> {
+        let mut conn = self.tenant_connection()?;
+        Ok(items::table.find(id).select(items::body).first(&mut *conn)?)
+    }
+
+    fn read_write(&self, id: i64) -> Result<(), TenancyError> {
+        self.tenant_transaction(|conn| Ok(read_write(conn, id)?))
+    }
+}
+
+/// Hit rates of two policies for which idle connection to switch on a miss,
+/// replayed on one thread's Zipf trace against a model of r2d2's idle stack:
+/// the one just popped (the most recently used, what `TenantPool` does) or
+/// the least recently used idle one.
+fn eviction_simulation(settings: &Settings) -> String {
+    let n = settings.tenants;
+    let zipf = Zipf::new(n, ZIPF_S);
+    let requests = if settings.quick { 50_000 } else { 500_000 };
+    let mut out = format!(
+        "### Which connection to switch on a miss (model, one thread, Zipf s = {ZIPF_S} over {n} tenants, pool of 8, {requests} requests)\n\n| policy | hit rate |\n|---|---:|\n"
+    );
+    for (name, lru) in [
+        ("switch the connection r2d2 handed out (current)", false),
+        ("switch the least recently used idle connection", true),
+    ] {
+        let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
+        // (tenant, last used); the end of the Vec is the top of r2d2's stack.
+        let mut idle: Vec<(Option<usize>, u64)> = vec![(None, 0); POOL_SIZE as usize];
+        let mut hits = 0u64;
+        for now in 1..=requests {
+            let want = zipf.sample(&mut rng);
+            let mut pooled = idle.pop().unwrap_or((None, 0));
+            if pooled.0 == Some(want) {
+                hits += 1;
+            } else {
+                // TenantPool::idle_serving: pop idle connections until one serves the tenant.
+                let mut passed_over = Vec::new();
+                let mut found = None;
+                while let Some(c) = idle.pop() {
+                    if c.0 == Some(want) {
+                        found = Some(c);
+                        break;
+                    }
+                    passed_over.push(c);
+                }
+                match found {
+                    Some(c) => {
+                        hits += 1;
+                        idle.extend(passed_over);
+                        idle.push(pooled);
+                        pooled = c;
+                    }
+                    None if lru => {
+                        passed_over.push(pooled);
+                        let oldest = (0..passed_over.len()).min_by_key(|&i| passed_over[i].1).unwrap_or(0);
+                        pooled = passed_over.remove(oldest);
+                        idle.extend(passed_over);
+                        pooled.0 = Some(want);
+                    }
+                    None => {
+                        idle.extend(passed_over);
+                        pooled.0 = Some(want);
+                    }
+                }
+            }
+            pooled.1 = now;
+            idle.push(pooled);
+        }
+        let _ = writeln!(out, "| {name} | {:.1}% |", hits as f64 * 100.0 / requests as f64);
+    }
+    out.push('\n');
+    out
+}
