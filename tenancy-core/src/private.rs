@@ -52,8 +52,7 @@ impl<T, E> ScopedResult for Result<T, E> {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot hold a failed tenant checkout: it does not implement `From<tenancy_core::TenancyError>`",
     label = "`#[tenant_scoped]` converts a failed checkout into this function's error type",
-    note = "give `{Self}` a variant like `#[error(transparent)] Tenancy(#[from] tenancy_core::TenancyError)`, or implement `From<tenancy_core::TenancyError> for {Self}`",
-    note = "or return `Result<T, tenancy_core::TenancyError>`"
+    note = "use an error type that implements `From<tenancy_core::TenancyError>`, e.g. an enum with a variant `#[error(transparent)] Tenancy(#[from] tenancy_core::TenancyError)`, or `tenancy_core::TenancyError` itself"
 )]
 pub trait CheckoutError: From<TenancyError> {}
 

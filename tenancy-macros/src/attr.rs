@@ -1,12 +1,12 @@
 //! The attribute's arguments: `transaction`, `ctx = <parameter>`, `conn = <name>`.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::{Span, TokenStream, TokenTree};
 use syn::parse::{Parse, ParseStream, Parser};
 use syn::punctuated::Punctuated;
 use syn::{Ident, Token};
 
 /// What `#[tenant_scoped(...)]` was asked to do.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Args {
     /// `transaction`: run the body in a tenant transaction. Holds the option's span.
     pub(crate) transaction: Option<Span>,
@@ -14,43 +14,34 @@ pub(crate) struct Args {
     pub(crate) ctx: Option<Ident>,
     /// `conn = <name>`: the name the body's connection is bound to (else `conn`).
     pub(crate) conn: Option<Ident>,
+    /// An error was reported about `ctx` (or something that may have meant
+    /// it), so a missing context needs no error of its own.
+    pub(crate) ctx_in_error: bool,
 }
 
 const EXPECTED: &str = "expected `transaction`, `ctx = <parameter>` or `conn = <name>`";
 const OPTIONS: [&str; 3] = ["transaction", "ctx", "conn"];
 
-/// One comma-separated option as written: a name, and a value if `= value` follows.
+/// One comma-separated option as written: a name, and what follows `=` if anything.
 struct RawOption {
     name: Ident,
-    value: Option<Ident>,
+    value: Option<TokenTree>,
 }
 
 impl Parse for RawOption {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
-        let lookahead = input.lookahead1();
-        if !lookahead.peek(Ident) {
-            return Err(syn::Error::new(
-                input.span(),
-                format!("unexpected token in `#[tenant_scoped(...)]`; {EXPECTED}"),
-            ));
-        }
-        let name: Ident = input.parse()?;
+        let name = match input.parse::<TokenTree>()? {
+            TokenTree::Ident(name) => name,
+            other => {
+                return Err(syn::Error::new(
+                    other.span(),
+                    format!("unexpected token in `#[tenant_scoped(...)]`; {EXPECTED}"),
+                ))
+            }
+        };
         let value = if input.peek(Token![=]) {
             input.parse::<Token![=]>()?;
-            if input.peek(Token![self]) {
-                let token: Token![self] = input.parse()?;
-                Some(Ident::new("self", token.span))
-            } else if input.peek(Ident) {
-                Some(input.parse()?)
-            } else {
-                return Err(syn::Error::new(
-                    input.span(),
-                    format!(
-                        "expected a name after `{name} =`, as in `#[tenant_scoped({name} = {})]`",
-                        example(&name)
-                    ),
-                ));
-            }
+            Some(input.parse::<TokenTree>()?)
         } else {
             None
         };
@@ -70,34 +61,52 @@ impl Args {
     /// Parses the tokens between the attribute's parentheses: the options
     /// understood, and an error for every bad one, each at its own token.
     pub(crate) fn parse(tokens: TokenStream) -> (Self, Option<syn::Error>) {
-        let mut args = Args::default();
+        let mut args = Args { transaction: None, ctx: None, conn: None, ctx_in_error: false };
         let options = match Punctuated::<RawOption, Token![,]>::parse_terminated.parse2(tokens) {
             Ok(options) => options,
-            Err(error) => return (args, Some(error)),
+            Err(error) => {
+                args.ctx_in_error = true;
+                return (args, Some(error));
+            }
         };
-        let mut errors: Option<syn::Error> = None;
-        let mut push = |e: syn::Error| match &mut errors {
-            Some(all) => all.combine(e),
-            None => errors = Some(e),
-        };
+        let mut errors: Vec<syn::Error> = Vec::new();
         for RawOption { name, value } in options {
             let key = name.to_string();
+            let errors_before = errors.len();
             let repeated = || syn::Error::new(name.span(), format!("`{key}` is given more than once"));
+            let value = match (key.as_str(), value) {
+                (_, None) => None,
+                ("transaction", Some(value)) => {
+                    errors.push(syn::Error::new(
+                        value.span(),
+                        "`transaction` takes no value: write `#[tenant_scoped(transaction)]`",
+                    ));
+                    continue;
+                }
+                (_, Some(TokenTree::Ident(value))) => Some(value),
+                ("ctx" | "conn", Some(value)) => {
+                    errors.push(syn::Error::new(
+                        value.span(),
+                        format!(
+                            "expected a name after `{key} =`, as in `#[tenant_scoped({key} = {})]`",
+                            example(&name)
+                        ),
+                    ));
+                    continue;
+                }
+                (_, Some(_)) => None,
+            };
             match (key.as_str(), value) {
-                ("transaction", None) if args.transaction.is_some() => push(repeated()),
-                ("transaction", None) => args.transaction = Some(name.span()),
-                ("transaction", Some(value)) => push(syn::Error::new(
-                    value.span(),
-                    "`transaction` takes no value: write `#[tenant_scoped(transaction)]`",
-                )),
-                ("ctx" | "conn", None) => push(syn::Error::new(
+                ("transaction", _) if args.transaction.is_some() => errors.push(repeated()),
+                ("transaction", _) => args.transaction = Some(name.span()),
+                ("ctx" | "conn", None) => errors.push(syn::Error::new(
                     name.span(),
                     format!("`{key}` needs a name: `#[tenant_scoped({key} = {})]`", example(&name)),
                 )),
-                ("ctx", Some(_)) if args.ctx.is_some() => push(repeated()),
+                ("ctx", Some(_)) if args.ctx.is_some() => errors.push(repeated()),
                 ("ctx", Some(value)) => args.ctx = Some(value),
-                ("conn", Some(_)) if args.conn.is_some() => push(repeated()),
-                ("conn", Some(value)) if value == "self" => push(syn::Error::new(
+                ("conn", Some(_)) if args.conn.is_some() => errors.push(repeated()),
+                ("conn", Some(value)) if value == "self" => errors.push(syn::Error::new(
                     value.span(),
                     "the connection cannot be bound to `self`; choose another name, e.g. `conn = c`",
                 )),
@@ -107,10 +116,20 @@ impl Args {
                         Some(option) => format!("; did you mean `{option}`?"),
                         None => String::new(),
                     };
-                    push(syn::Error::new(name.span(), format!("unknown option `{other}`: {EXPECTED}{hint}")));
+                    errors.push(syn::Error::new(
+                        name.span(),
+                        format!("unknown option `{other}`: {EXPECTED}{hint}"),
+                    ));
                 }
             }
+            if errors.len() > errors_before && (key == "ctx" || closest_option(&key) == Some("ctx")) {
+                args.ctx_in_error = true;
+            }
         }
+        let errors = errors.into_iter().reduce(|mut all, e| {
+            all.combine(e);
+            all
+        });
         (args, errors)
     }
 }
@@ -168,7 +187,9 @@ mod tests {
         assert_eq!(args.conn.unwrap(), "c");
 
         let args = parse(quote!());
-        assert!(args.transaction.is_none() && args.ctx.is_none() && args.conn.is_none());
+        assert!(
+            args.transaction.is_none() && args.ctx.is_none() && args.conn.is_none() && !args.ctx_in_error
+        );
 
         let args = parse(quote!(ctx = self,));
         assert_eq!(args.ctx.unwrap(), "self");

@@ -26,9 +26,10 @@ pub(crate) fn tenant_scoped(args: TokenStream, item: TokenStream) -> TokenStream
         Ok(plan) if errors.is_none() => plan.expand(),
         Ok(_) => fallback(&func, &args, errors),
         Err(plan_errors) => {
-            match &mut errors {
-                Some(errors) => errors.combine(plan_errors),
-                None => errors = Some(plan_errors),
+            match (&mut errors, plan_errors) {
+                (Some(errors), Some(plan_errors)) => errors.combine(plan_errors),
+                (None, plan_errors) => errors = plan_errors,
+                (Some(_), None) => {}
             }
             fallback(&func, &args, errors)
         }
@@ -87,7 +88,7 @@ struct Plan<'a> {
 
 impl<'a> Plan<'a> {
     /// Checks every rule, reporting all broken ones together.
-    fn new(func: &'a ScopedFn, args: &Args) -> syn::Result<Self> {
+    fn new(func: &'a ScopedFn, args: &Args) -> Result<Self, Option<syn::Error>> {
         let mut errors = Errors::default();
         let sig = &func.sig;
 
@@ -152,6 +153,8 @@ impl<'a> Plan<'a> {
                 }
             },
             (None, Some(self_token)) => Some(Context(self_token.to_token_stream(), self_token.span)),
+            // A malformed `ctx = ...` has been reported already.
+            (None, None) if args.ctx_in_error => None,
             (None, None) => {
                 let example = bindings.first().map_or_else(|| String::from("tenant"), ToString::to_string);
                 errors.push(syn::Error::new(
@@ -190,9 +193,8 @@ impl<'a> Plan<'a> {
             (None, Some(context), Some(return_type)) => {
                 Ok(Self { func, context, conn, transaction: args.transaction.is_some(), return_type })
             }
-            (Some(errors), _, _) => Err(errors),
-            // Every missing piece above has pushed its error.
-            (None, _, _) => Err(syn::Error::new(sig.ident.span(), "`#[tenant_scoped]` could not be applied")),
+            // Without errors here, the attribute's own errors explain what is missing.
+            (errors, _, _) => Err(errors),
         }
     }
 
@@ -205,14 +207,16 @@ impl<'a> Plan<'a> {
 
         self.func.with_body(|stmts| {
             if self.transaction {
-                let run = quote_spanned!(return_span=> ::tenancy_core::__private::tenant_transaction);
                 let fake_return_edge = fake_return_edge(self.return_type);
-                quote! {
-                    #run(#context, |#conn: &mut #pg_connection| {
+                let body = quote! {
+                    |#conn: &mut #pg_connection| {
                         #fake_return_edge
                         #stmts
-                    })
-                }
+                    }
+                };
+                // Spanned as a whole at the return type, which is what a
+                // non-`Result` or a missing `From` impl is about.
+                quote_spanned!(return_span=> ::tenancy_core::__private::tenant_transaction(#context, #body))
             } else {
                 // Hygienic names: the body cannot see the guard behind `conn`.
                 let guard = Ident::new("tenant_connection", Span::mixed_site());

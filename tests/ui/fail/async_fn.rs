@@ -1,0 +1,10 @@
+use tenancy_core::diesel::prelude::*;
+use tenancy_core::{tenant_scoped, TenancyError, Tenant};
+use tenancy_tests::items;
+
+#[tenant_scoped(ctx = tenant)]
+async fn count(tenant: &Tenant) -> Result<i64, TenancyError> {
+    Ok(items::table.count().get_result(conn)?)
+}
+
+fn main() {}

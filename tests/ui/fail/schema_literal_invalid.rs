@@ -1,0 +1,7 @@
+use tenancy_core::schema;
+
+fn main() {
+    let _uppercase = schema!("TenantA");
+    let _too_long = schema!("a_schema_name_that_is_longer_than_sixty_three_bytes_and_would_be_cut");
+    let _reserved = schema!("pg_tenant");
+}
