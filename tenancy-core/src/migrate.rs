@@ -439,7 +439,7 @@ fn migrate_tenant(
         let run = apply_pending(conn, schema, plan, probe.table_exists)?;
         let state = if run.error.is_some() { TenantState::Failed } else { TenantState::Ready };
         let message = run.error.as_ref().map(ToString::to_string);
-        registry.record(conn, schema, state, &run.after, message.as_deref())?;
+        registry.update(conn, schema, state, &run.after, message.as_deref())?;
         Ok(match run.error {
             Some(error) => TenantOutcome::Failed { applied: run.applied, error },
             None if run.applied.is_empty() => TenantOutcome::AlreadyCurrent,

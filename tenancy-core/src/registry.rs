@@ -337,6 +337,33 @@ impl Registry {
         .execute(conn)?;
         Ok(())
     }
+
+    /// Updates an existing tenant's row, unless it already says exactly
+    /// this: a tenant found current then costs no write (and its
+    /// transaction no WAL flush at commit).
+    pub(crate) fn update(
+        &self,
+        conn: &mut PgConnection,
+        schema: &SchemaName,
+        state: TenantState,
+        applied: &AppliedMigrations,
+        last_error: Option<&str>,
+    ) -> Result<(), TenancyError> {
+        diesel::sql_query(format!(
+            "UPDATE {} SET state = $2, migration_version = $3, migrations_applied = $4, last_error = $5, \
+                 updated_at = now() \
+             WHERE schema_name = $1 \
+               AND (state, migration_version, migrations_applied, last_error) IS DISTINCT FROM ($2, $3, $4, $5)",
+            self.table
+        ))
+        .bind::<Text, _>(schema.as_str())
+        .bind::<Text, _>(state.as_str())
+        .bind::<Nullable<Text>, _>(applied.latest.as_deref())
+        .bind::<Integer, _>(i32::try_from(applied.count).unwrap_or(i32::MAX))
+        .bind::<Nullable<Text>, _>(last_error)
+        .execute(conn)?;
+        Ok(())
+    }
 }
 
 /// What the registry records about a tenant's migrations.
