@@ -1,0 +1,1 @@
+DROP TABLE comments; DROP TABLE tasks; DROP TABLE projects;
