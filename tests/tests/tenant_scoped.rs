@@ -4,8 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use diesel::prelude::*;
@@ -36,7 +36,7 @@ impl From<diesel::result::Error> for DalError {
 struct ItemsDal {
     tenant: Tenant,
     /// Counts how often a body actually ran.
-    bodies_run: Cell<u32>,
+    bodies_run: AtomicU32,
 }
 
 impl TenantContext for ItemsDal {
@@ -50,7 +50,7 @@ impl TenantContext for ItemsDal {
 
 impl ItemsDal {
     fn new(pool: &TenantPool, schema: &SchemaName) -> Self {
-        Self { tenant: pool.for_tenant(schema.clone()), bodies_run: Cell::new(0) }
+        Self { tenant: pool.for_tenant(schema.clone()), bodies_run: AtomicU32::new(0) }
     }
 
     fn tag(&self) -> &str {
@@ -59,7 +59,7 @@ impl ItemsDal {
 
     #[tenant_scoped]
     fn insert(&self, body: &str) -> Result<i64, DalError> {
-        self.bodies_run.set(self.bodies_run.get() + 1);
+        self.bodies_run.fetch_add(1, Ordering::Relaxed);
         let id = diesel::insert_into(items::table)
             .values((items::tenant.eq(self.tag()), items::body.eq(body)))
             .returning(items::id)
@@ -98,7 +98,7 @@ impl ItemsDal {
     /// Inserts every body, then refuses (rolling back) if one of them is "refuse".
     #[tenant_scoped(transaction)]
     fn insert_all(&self, bodies: &[&str]) -> Result<usize, DalError> {
-        self.bodies_run.set(self.bodies_run.get() + 1);
+        self.bodies_run.fetch_add(1, Ordering::Relaxed);
         for body in bodies {
             diesel::insert_into(items::table)
                 .values((items::tenant.eq(self.tag()), items::body.eq(body)))
@@ -143,7 +143,7 @@ impl ItemsDal {
 
     #[tenant_scoped(transaction)]
     fn count_in_transaction(&self) -> Result<i64, DalError> {
-        self.bodies_run.set(self.bodies_run.get() + 1);
+        self.bodies_run.fetch_add(1, Ordering::Relaxed);
         Ok(items::table.count().get_result(conn)?)
     }
 }
@@ -288,7 +288,7 @@ fn missing_tenant_returns_the_callers_error_wrapping_tenant_not_found() {
     };
     assert!(not_found(dal.insert("never").map(|_| ())));
     assert!(not_found(dal.count_in_transaction().map(|_| ())));
-    assert_eq!(dal.bodies_run.get(), 0, "no body may run without its tenant");
+    assert_eq!(dal.bodies_run.load(Ordering::Relaxed), 0, "no body may run without its tenant");
 
     let tenant = pool().for_tenant(missing.clone());
     assert!(matches!(insert_tagged(&tenant, "never"), Err(TenancyError::TenantNotFound { .. })));
