@@ -21,7 +21,7 @@ use proc_macro::TokenStream;
 /// only through that connection; there is no way to an unscoped one.
 ///
 /// ```no_run
-/// use tenancy_core::diesel::{self, prelude::*};
+/// use diesel::prelude::*;
 /// use tenancy_core::{tenant_scoped, Tenant, TenancyError, TenantContext, TenantPool, SchemaName};
 ///
 /// # diesel::table! { agents (id) { id -> BigInt, name -> Text, team -> BigInt } }
