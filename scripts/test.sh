@@ -28,3 +28,10 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 echo "==> tests"
 cargo test --workspace --quiet
+
+echo "==> examples (each checks what it shows, and fails if a tenant sees another's data)"
+cargo run --quiet --example quickstart
+cargo run --quiet --example saas
+deployment="ci_deployment_$$"
+printf 'add ship the release\ndone 1\nlist\n' | TENANCY_SCHEMA="$deployment" cargo run --quiet --example per_deployment
+TENANCY_SCHEMA="$deployment" cargo run --quiet --example per_deployment -- --decommission
