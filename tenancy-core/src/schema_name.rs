@@ -246,21 +246,42 @@ impl SchemaName {
         Ok(Self(Repr::Shared(Arc::from(name))))
     }
 
-    /// Validates a `'static` name without allocating; a `const fn`, which is
-    /// what [`schema!`](crate::schema!) calls at compile time.
+    /// Validates a `'static` name without allocating.
+    ///
+    /// For literals, prefer [`schema!`](crate::schema!), which runs the same
+    /// check at compile time.
     ///
     /// ```
-    /// # use tenancy_core::SchemaName;
-    /// const ACME: SchemaName = match SchemaName::from_static("acme") {
-    ///     Ok(name) => name,
-    ///     Err(e) => panic!("{}", e.rule()),
-    /// };
-    /// assert_eq!(ACME, "acme");
+    /// # use tenancy_core::{SchemaName, SchemaNameError};
+    /// assert_eq!(SchemaName::from_static("acme").map(|n| n.to_string()), Ok(String::from("acme")));
+    /// assert_eq!(SchemaName::from_static("pg_toast").err(), Some(SchemaNameError::ReservedPrefix));
     /// ```
     pub const fn from_static(name: &'static str) -> Result<Self, SchemaNameError> {
         match validate(name) {
             Ok(()) => Ok(Self(Repr::Static(name))),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Checks `name` against every rule without building anything; `const`.
+    ///
+    /// ```
+    /// # use tenancy_core::{SchemaName, SchemaNameError};
+    /// const OK: bool = SchemaName::check("acme").is_ok();
+    /// assert!(OK);
+    /// assert_eq!(SchemaName::check("Acme"), Err(SchemaNameError::Uppercase { position: 0, found: 'A' }));
+    /// ```
+    pub const fn check(name: &str) -> Result<(), SchemaNameError> {
+        validate(name)
+    }
+
+    /// What [`schema!`](crate::schema!) expands to: validates `name` and
+    /// panics with the broken rule, which in a `const` is a compile error.
+    #[doc(hidden)]
+    pub const fn __from_literal(name: &'static str) -> Self {
+        match validate(name) {
+            Ok(()) => Self(Repr::Static(name)),
+            Err(error) => panic!("{}", error.rule()),
         }
     }
 
@@ -413,9 +434,11 @@ impl<'de> serde::Deserialize<'de> for SchemaName {
 #[macro_export]
 macro_rules! schema {
     ($name:literal) => {{
-        const __TENANCY_SCHEMA: $crate::SchemaName = match $crate::SchemaName::from_static($name) {
-            ::core::result::Result::Ok(name) => name,
-            ::core::result::Result::Err(error) => ::core::panic!("{}", error.rule()),
+        const __TENANCY_SCHEMA: $crate::SchemaName = {
+            if let ::core::result::Result::Err(error) = $crate::SchemaName::check($name) {
+                ::core::panic!("{}", error.rule())
+            }
+            $crate::SchemaName::__from_literal($name)
         };
         __TENANCY_SCHEMA
     }};
