@@ -35,3 +35,6 @@ cargo run --quiet --example saas
 deployment="ci_deployment_$$"
 printf 'add ship the release\ndone 1\nlist\n' | TENANCY_SCHEMA="$deployment" cargo run --quiet --example per_deployment
 TENANCY_SCHEMA="$deployment" cargo run --quiet --example per_deployment -- --decommission
+
+echo "==> scoping benchmark (quick: ratios against plain diesel, no goals enforced)"
+cargo bench -p tenancy-tests --bench scoping -- --quick

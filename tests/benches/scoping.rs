@@ -30,7 +30,7 @@ use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool};
 use diesel::sql_types::Text;
-use tenancy_core::{SchemaName, TenancyError, Tenant, TenantContext, TenantPool};
+use tenancy_core::{tenant_scoped, SchemaName, TenancyError, Tenant, TenantContext, TenantPool};
 use tenancy_tests::items;
 
 type BoxError = Box<dyn Error + Send + Sync>;
@@ -51,6 +51,8 @@ const ZIPF_S: f64 = 1.0;
 
 struct Settings {
     quick: bool,
+    /// `--only GROUP`: run one group of scenarios (for profiling).
+    only: Option<String>,
     sample: Duration,
     warmup: Duration,
     rounds: usize,
@@ -60,10 +62,13 @@ struct Settings {
 impl Settings {
     fn from_args() -> Self {
         // `cargo bench` passes `--bench`; only `--quick` means anything here.
-        let quick = std::env::args().any(|a| a == "--quick");
+        let args: Vec<String> = std::env::args().collect();
+        let quick = args.iter().any(|a| a == "--quick");
+        let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
         if quick {
             Settings {
                 quick,
+                only,
                 sample: Duration::from_millis(150),
                 warmup: Duration::from_millis(100),
                 rounds: 2,
@@ -72,8 +77,9 @@ impl Settings {
         } else {
             Settings {
                 quick,
-                sample: Duration::from_millis(1500),
-                warmup: Duration::from_millis(1500),
+                only,
+                sample: Duration::from_millis(1000),
+                warmup: Duration::from_millis(1000),
                 rounds: 5,
                 tenants: 10_000,
             }
@@ -92,13 +98,26 @@ fn main() -> Result<(), BoxError> {
     println!("setup: {} tenant schemas in {:.1} s\n", tenants.len(), started.elapsed().as_secs_f64());
 
     let bench = Bench { settings: &settings, url: &url, tenants: &tenants };
+    let run = |group: &str| settings.only.as_deref().map_or(true, |only| only == group);
     let mut report = String::new();
-    report += &bench.point_lookups()?;
-    report += &bench.transactions()?;
-    report += &bench.dal()?;
-    report += &bench.concurrency()?;
-    report += &bench.zipf()?;
-    report += &eviction_simulation(&settings);
+    if run("point") {
+        report += &bench.point_lookups()?;
+    }
+    if run("switch") {
+        report += &bench.switch_statements()?;
+    }
+    if run("transaction") {
+        report += &bench.transactions()?;
+    }
+    if run("dal") {
+        report += &bench.dal()?;
+    }
+    if run("concurrency") {
+        report += &bench.concurrency()?;
+    }
+    if run("zipf") {
+        report += &bench.zipf()?;
+    }
     println!("{report}");
     println!("total: {:.1} s", started.elapsed().as_secs_f64());
     drop(db);
@@ -123,7 +142,7 @@ impl BenchDatabase {
         conn.batch_execute(&format!("CREATE DATABASE \"{name}\""))?;
         Ok(Self {
             admin_url: admin_url.to_owned(),
-            url: tenancy_devdb::replace_database(admin_url, name),
+            url: without_tls(&tenancy_devdb::replace_database(admin_url, name)),
             name: name.to_owned(),
         })
     }
@@ -134,6 +153,18 @@ impl Drop for BenchDatabase {
         if let Ok(mut conn) = PgConnection::establish(&self.admin_url) {
             let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name));
         }
+    }
+}
+
+/// TLS on loopback costs every variant the same CPU per request and would
+/// only dilute the differences measured; the benchmark connects without it.
+fn without_tls(url: &str) -> String {
+    if url.contains("sslmode=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&sslmode=disable")
+    } else {
+        format!("{url}?sslmode=disable")
     }
 }
 
@@ -345,6 +376,8 @@ const PLAIN_TX_SAME: &str = "plain diesel transaction, same settings";
 const NAIVE_SAME: &str = "SET search_path per checkout, same tenant, same settings";
 const NAIVE_DEFAULTS: &str = "SET search_path per checkout, same tenant, r2d2 defaults";
 const SWITCH_NO_REPLAN: &str = "plain + our switch statement, same path (round trip, no re-plan)";
+const MODEL_MRU: &str = "model pool, switch the connection handed out (as TenantPool)";
+const MODEL_LRU: &str = "model pool, switch the least recently used idle connection";
 const LOOKUP_BY_HAND: &str = "point lookup, pool.tenant() by hand";
 const LOOKUP_DAL: &str = "point lookup, #[tenant_scoped] method";
 const TX_BY_HAND: &str = "transaction, pool.transaction() by hand";
@@ -460,9 +493,10 @@ fn naive_set(conn: &mut PgConnection, schema: &SchemaName) -> Result<(), BoxErro
     Ok(())
 }
 
-/// Our switching statement, sent on a plain connection: one round trip
-/// without the re-plan a real search_path change causes (the value is the same each time).
-fn set_config_same(conn: &mut PgConnection, schema: &SchemaName) -> Result<(), BoxError> {
+/// The statement `TenantPool` switches a connection's tenant with (sent
+/// with the same schema each time, it measures the round trip alone: no
+/// search_path change, so no re-planning).
+fn tenant_switch(conn: &mut PgConnection, schema: &SchemaName) -> Result<(), BoxError> {
     diesel::sql_query("SELECT set_config('search_path', $1, false) WHERE to_regnamespace($2) IS NOT NULL")
         .bind::<Text, _>(schema.quoted())
         .bind::<Text, _>(schema.quoted())
@@ -624,7 +658,7 @@ impl Bench<'_> {
                 Box::new(move || {
                     n += 1;
                     let mut conn = plain_same.get()?;
-                    set_config_same(&mut conn, &tenants[0])?;
+                    tenant_switch(&mut conn, &tenants[0])?;
                     lookup(&mut conn, row(n))
                 })
             }),
@@ -662,6 +696,59 @@ impl Bench<'_> {
             out,
             "- per request, rotating over 100 vs over {many}: {rotating:.1} µs vs {rotating_many_us:.1} µs\n"
         );
+        Ok(out)
+    }
+
+    /// What the switching statement costs in other forms, each followed by
+    /// the lookup, on plain connections, tenants rotating over 100.
+    fn switch_statements(&self) -> Result<String, BoxError> {
+        let tenants = &self.tenants[..self.rotating(100)];
+        let plain_same = plain_pool(self.url, false)?;
+        let with = |switch: fn(&mut PgConnection, &SchemaName) -> Result<(), BoxError>| {
+            let pool = &plain_same;
+            move |_t: usize| -> Op<'_> {
+                let mut n = 0u64;
+                Box::new(move || {
+                    n += 1;
+                    let mut conn = pool.get()?;
+                    switch(&mut conn, &tenants[n as usize % tenants.len()])?;
+                    lookup(&mut conn, row(n))
+                })
+            }
+        };
+        let variants = vec![
+            Variant::new(PLAIN_DEFAULTS, 1, plain_lookup(&plain_same)),
+            Variant::new(PLAIN_SAME, 1, plain_lookup(&plain_same)),
+            Variant::new(
+                "set_config + to_regnamespace, bind parameters (TenantPool's switch)",
+                1,
+                with(|c, s| tenant_switch(c, s)),
+            ),
+            Variant::new(
+                "simple query: SELECT 'schema'::regnamespace; SET search_path TO schema",
+                1,
+                with(|c, s| {
+                    let q = s.quoted();
+                    c.batch_execute(&format!("SELECT '{q}'::regnamespace; SET search_path TO {q}"))?;
+                    Ok(())
+                }),
+            ),
+            Variant::new(
+                "simple query: SET search_path TO schema (no existence check)",
+                1,
+                with(|c, s| {
+                    c.batch_execute(&format!("SET search_path TO {}", s.quoted()))?;
+                    Ok(())
+                }),
+            ),
+        ];
+        let m = measure(self.settings, &variants)?;
+        let mut out = m.table(
+            "Switch statement forms, each + the lookup, rotating over 100 tenants, plain connections",
+            PLAIN_DEFAULTS,
+            PLAIN_SAME,
+        );
+        out.push_str("(both baselines are the plain pool with the same settings here)\n\n");
         Ok(out)
     }
 
@@ -769,6 +856,7 @@ impl Bench<'_> {
         let plain_default = plain_pool(url, true)?;
         let plain_same = plain_pool(url, false)?;
         let ours = our_pool(url, true, true)?;
+        let ours_unguarded = our_pool(url, false, true)?;
         let mut out =
             format!("### Point lookup, 1, 4 and 16 threads on a pool of 8 (scenario 6)\n\n{HEADER}");
         for threads in [1, 4, 16] {
@@ -776,6 +864,11 @@ impl Bench<'_> {
                 Variant::new(PLAIN_DEFAULTS, threads, plain_lookup(&plain_default)),
                 Variant::new(PLAIN_SAME, threads, plain_lookup(&plain_same)),
                 Variant::new("tenant(), all threads one tenant", threads, tenant_lookup(&ours, tenants, 1)),
+                Variant::new(
+                    "tenant(), all threads one tenant, session guard off",
+                    threads,
+                    tenant_lookup(&ours_unguarded, tenants, 1),
+                ),
                 Variant::new("tenant(), each thread its own tenant", threads, |t| -> Op<'_> {
                     let schema = &tenants[t % tenants.len()];
                     let ours = &ours;
@@ -813,10 +906,12 @@ impl Bench<'_> {
         };
         let (with, with_statements) = counted(true)?;
         let (without, without_statements) = counted(false)?;
+        let models =
+            [ModelPool::new(url, Eviction::HandedOut)?, ModelPool::new(url, Eviction::LeastRecentlyUsed)?];
         let with_requests = AtomicU64::new(0);
         let without_requests = AtomicU64::new(0);
         let mut out = format!(
-            "### Zipf traffic (s = {ZIPF_S}) over {} tenants, pool of 8\n\n{}| hit rate |\n{}---:|\n",
+            "### Zipf traffic (s = {ZIPF_S}) over {} tenants, pool of 8\n\n{} hit rate |\n{}---:|\n",
             tenants.len(),
             HEADER.lines().next().unwrap_or_default(),
             HEADER.lines().nth(1).unwrap_or_default(),
@@ -842,6 +937,23 @@ impl Bench<'_> {
                     zipf_lookup(&without, tenants, &zipf, &without_requests),
                 ),
             ];
+            let mut variants = variants;
+            if threads == 1 {
+                for (name, policy) in
+                    [(MODEL_MRU, Eviction::HandedOut), (MODEL_LRU, Eviction::LeastRecentlyUsed)]
+                {
+                    let model = &models[policy as usize];
+                    let zipf = &zipf;
+                    variants.push(Variant::new(name, 1, move |_t| -> Op<'_> {
+                        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ 0xD1B5_4A32_D192_ED03);
+                        let mut n = 0u64;
+                        Box::new(move || {
+                            n += 1;
+                            model.lookup(zipf.sample(&mut rng), tenants, row(n))
+                        })
+                    }));
+                }
+            }
             let m = measure(self.settings, &variants)?;
             let hit_rate = |statements: &StatementCount, requests: &AtomicU64| {
                 let r = requests.load(Ordering::Relaxed) as f64;
@@ -851,6 +963,7 @@ impl Bench<'_> {
             out += &m.rows(PLAIN_DEFAULTS, PLAIN_SAME, |v| match v {
                 2 => Some(hit_rate(&with_statements, &with_requests)),
                 3 => Some(hit_rate(&without_statements, &without_requests)),
+                4 | 5 => Some(format!(" {:.1}% |", models[v - 4].hit_rate() * 100.0)),
                 _ => Some(String::from(" - |")),
             });
         }
@@ -874,76 +987,108 @@ impl TenantContext for ItemsDal {
 }
 
 impl ItemsDal {
+    #[tenant_scoped]
     fn body(&self, id: i64) -> Result<String, TenancyError> {
-        let mut conn = self.tenant_connection()?;
-        Ok(items::table.find(id).select(items::body).first(&mut *conn)?)
+        Ok(items::table.find(id).select(items::body).first(conn)?)
     }
 
+    #[tenant_scoped(transaction)]
     fn read_write(&self, id: i64) -> Result<(), TenancyError> {
-        self.tenant_transaction(|conn| Ok(read_write(conn, id)?))
+        Ok(read_write(conn, id)?)
     }
 }
 
-/// Hit rates of two policies for which idle connection to switch on a miss,
-/// replayed on one thread's Zipf trace against a model of r2d2's idle stack:
-/// the one just popped (the most recently used, what `TenantPool` does) or
-/// the least recently used idle one.
-fn eviction_simulation(settings: &Settings) -> String {
-    let n = settings.tenants;
-    let zipf = Zipf::new(n, ZIPF_S);
-    let requests = if settings.quick { 50_000 } else { 500_000 };
-    let mut out = format!(
-        "### Which connection to switch on a miss (model, one thread, Zipf s = {ZIPF_S} over {n} tenants, pool of 8, {requests} requests)\n\n| policy | hit rate |\n|---|---:|\n"
-    );
-    for (name, lru) in [
-        ("switch the connection r2d2 handed out (current)", false),
-        ("switch the least recently used idle connection", true),
-    ] {
-        let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
-        // (tenant, last used); the end of the Vec is the top of r2d2's stack.
-        let mut idle: Vec<(Option<usize>, u64)> = vec![(None, 0); POOL_SIZE as usize];
-        let mut hits = 0u64;
-        for now in 1..=requests {
-            let want = zipf.sample(&mut rng);
-            let mut pooled = idle.pop().unwrap_or((None, 0));
-            if pooled.0 == Some(want) {
-                hits += 1;
+/// Which connection a pool switches when no idle one serves the tenant.
+#[derive(Clone, Copy)]
+enum Eviction {
+    /// The one r2d2 handed out: the most recently returned (what `TenantPool` does).
+    HandedOut,
+    /// The idle connection used least recently.
+    LeastRecentlyUsed,
+}
+
+struct ModelConn {
+    conn: PgConnection,
+    tenant: Option<usize>,
+    last_used: u64,
+}
+
+/// `TenantPool`'s affinity logic on a mutex-protected stack of connections
+/// (r2d2's idle list), for one thread: measures what another eviction policy
+/// would change, on real connections and the same switching statement.
+struct ModelPool {
+    idle: std::sync::Mutex<Vec<ModelConn>>,
+    eviction: Eviction,
+    requests: AtomicU64,
+    hits: AtomicU64,
+}
+
+impl ModelPool {
+    fn new(url: &str, eviction: Eviction) -> Result<Self, BoxError> {
+        let idle = (0..POOL_SIZE)
+            .map(|_| Ok(ModelConn { conn: PgConnection::establish(url)?, tenant: None, last_used: 0 }))
+            .collect::<Result<Vec<_>, BoxError>>()?;
+        Ok(Self {
+            idle: std::sync::Mutex::new(idle),
+            eviction,
+            requests: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+        })
+    }
+
+    fn hit_rate(&self) -> f64 {
+        self.hits.load(Ordering::Relaxed) as f64 / self.requests.load(Ordering::Relaxed) as f64
+    }
+
+    fn lookup(&self, want: usize, tenants: &[SchemaName], id: i64) -> Result<(), BoxError> {
+        let now = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut c = {
+            let mut idle = self.idle.lock().map_err(|_| "model pool poisoned")?;
+            let first = idle.pop().ok_or("model pool empty")?;
+            if first.tenant == Some(want) {
+                first
             } else {
-                // TenantPool::idle_serving: pop idle connections until one serves the tenant.
+                // TenantPool::checkout_for: pop idle connections until one serves the tenant.
                 let mut passed_over = Vec::new();
                 let mut found = None;
                 while let Some(c) = idle.pop() {
-                    if c.0 == Some(want) {
+                    if c.tenant == Some(want) {
                         found = Some(c);
                         break;
                     }
                     passed_over.push(c);
                 }
-                match found {
-                    Some(c) => {
-                        hits += 1;
+                match (found, self.eviction) {
+                    (Some(c), _) => {
                         idle.extend(passed_over);
-                        idle.push(pooled);
-                        pooled = c;
+                        idle.push(first);
+                        c
                     }
-                    None if lru => {
-                        passed_over.push(pooled);
-                        let oldest = (0..passed_over.len()).min_by_key(|&i| passed_over[i].1).unwrap_or(0);
-                        pooled = passed_over.remove(oldest);
+                    (None, Eviction::HandedOut) => {
                         idle.extend(passed_over);
-                        pooled.0 = Some(want);
+                        first
                     }
-                    None => {
+                    (None, Eviction::LeastRecentlyUsed) => {
+                        passed_over.push(first);
+                        let oldest =
+                            (0..passed_over.len()).min_by_key(|&i| passed_over[i].last_used).unwrap_or(0);
+                        let c = passed_over.swap_remove(oldest);
                         idle.extend(passed_over);
-                        pooled.0 = Some(want);
+                        c
                     }
                 }
             }
-            pooled.1 = now;
-            idle.push(pooled);
+        };
+        if c.tenant == Some(want) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        } else {
+            c.tenant = None;
+            tenant_switch(&mut c.conn, &tenants[want])?;
+            c.tenant = Some(want);
         }
-        let _ = writeln!(out, "| {name} | {:.1}% |", hits as f64 * 100.0 / requests as f64);
+        c.last_used = now;
+        let result = lookup(&mut c.conn, id);
+        self.idle.lock().map_err(|_| "model pool poisoned")?.push(c);
+        result
     }
-    out.push('\n');
-    out
 }
