@@ -89,3 +89,9 @@ where
 {
     R::from_result(context.tenant_transaction(|conn| body(conn).into_result()))
 }
+
+/// What `schema!` expands to (after its compile-time check): the validated
+/// literal as a `SchemaName`.
+pub const fn schema_literal(name: &'static str) -> crate::SchemaName {
+    crate::schema_name::literal(name)
+}

@@ -275,16 +275,6 @@ impl SchemaName {
         validate(name)
     }
 
-    /// What [`schema!`](crate::schema!) expands to: validates `name` and
-    /// panics with the broken rule, which in a `const` is a compile error.
-    #[doc(hidden)]
-    pub const fn __from_literal(name: &'static str) -> Self {
-        match validate(name) {
-            Ok(()) => Self(Repr::Static(name)),
-            Err(error) => panic!("{}", error.rule()),
-        }
-    }
-
     /// The name, exactly as validated (no quotes).
     pub fn as_str(&self) -> &str {
         match &self.0 {
@@ -300,6 +290,16 @@ impl SchemaName {
     /// being case-folded.
     pub fn quoted(&self) -> String {
         quote_ident(self.as_str())
+    }
+}
+
+/// What [`schema!`](crate::schema!) expands to: validates `name` and panics
+/// with the broken rule, which in a `const` is a compile error. A free
+/// function, so that the compiler never suggests it as a constructor.
+pub(crate) const fn literal(name: &'static str) -> SchemaName {
+    match validate(name) {
+        Ok(()) => SchemaName(Repr::Static(name)),
+        Err(error) => panic!("{}", error.rule()),
     }
 }
 
@@ -438,7 +438,7 @@ macro_rules! schema {
             if let ::core::result::Result::Err(error) = $crate::SchemaName::check($name) {
                 ::core::panic!("{}", error.rule())
             }
-            $crate::SchemaName::__from_literal($name)
+            $crate::__private::schema_literal($name)
         };
         __TENANCY_SCHEMA
     }};
