@@ -122,7 +122,11 @@ fn run() -> Result<(), QuickstartError> {
             Origin::Throwaway => {
                 println!("5. --keep: nothing to keep, the throwaway cluster goes away on exit")
             }
-            _ => println!("5. Kept {} (drop them with tenancy_core::drop_tenant)", names.join(", ")),
+            _ => {
+                println!("5. Kept {}", names.join(", "));
+                let first = names.first().copied().unwrap_or_default();
+                println!("   look inside with `SELECT * FROM {first}.notes`; remove with tenancy_core::drop_tenant");
+            }
         }
         Ok(())
     } else {
