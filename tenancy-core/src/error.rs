@@ -24,7 +24,7 @@ pub enum TenancyError {
     },
 
     /// The tenant's schema does not exist in the database.
-    #[error("tenant schema {schema:?} does not exist; provision it first (tenancy_core::provision)")]
+    #[error("tenant schema \"{schema}\" does not exist; provision it first (tenancy_core::provision)")]
     TenantNotFound {
         /// The tenant that was asked for.
         schema: SchemaName,
@@ -75,7 +75,7 @@ pub enum TenancyError {
     },
 
     /// Running a migration failed.
-    #[error("migration failed for tenant {schema:?}: {message}")]
+    #[error("migration failed for tenant \"{schema}\": {message}")]
     Migration {
         /// The tenant whose migration failed.
         schema: SchemaName,

@@ -116,10 +116,11 @@ impl DevDatabase {
             return Err(DevDbError::Database(format!("database name {name:?} must be [a-z0-9_]")));
         }
         let mut conn = PgConnection::establish(&self.url).map_err(|e| DevDbError::Database(e.to_string()))?;
-        conn.batch_execute(&format!(
-            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE); CREATE DATABASE \"{name}\""
-        ))
-        .map_err(|e| DevDbError::Database(e.to_string()))?;
+        // Two messages: DROP DATABASE refuses to run inside the implicit
+        // transaction of a multi-statement message.
+        conn.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .and_then(|()| conn.batch_execute(&format!("CREATE DATABASE \"{name}\"")))
+            .map_err(|e| DevDbError::Database(e.to_string()))?;
         Ok(TempDatabase {
             admin_url: self.url.clone(),
             url: replace_database(&self.url, name),
@@ -256,7 +257,7 @@ impl Cluster {
             r#"
             "{pg_ctl}" -D "{data}" -l "{dir}/log" -w -t 60 -o "-p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 -c shared_buffers=256MB" start >/dev/null || exit 1
             (
-              while kill -0 {parent} 2>/dev/null && [ -d "{data}" ]; do sleep 0.5; done
+              while [ -e /proc/{parent} ] && [ -d "{data}" ]; do sleep 0.5; done
               "{pg_ctl}" -D "{data}" -m immediate -w stop >/dev/null 2>&1
               rm -rf "{dir}"
             ) </dev/null >/dev/null 2>&1 &
