@@ -46,7 +46,8 @@ pub use migrate::{
     migrate_all, MigrateOptions, MigrationCounts, MigrationReport, Progress, TenantMigration, TenantOutcome,
 };
 pub use pool::{
-    InstrumentationFactory, PoolState, PoolerMode, SharedConnection, TenantConnection, TenantPool, TenantPoolBuilder,
+    InstrumentationFactory, PoolState, PoolerMode, SharedConnection, TenantConnection, TenantPool,
+    TenantPoolBuilder,
 };
 pub use provision::{drop_tenant, provision, Provisioned};
 pub use registry::{list_tenants, tenant_exists, tenant_record, TenantRecord, TenantState, UnknownTenantState};
