@@ -17,7 +17,7 @@
 //! visited, so a run with nothing to do costs two queries, whatever the size
 //! of the fleet.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -27,7 +27,7 @@ use diesel::connection::SimpleConnection;
 use diesel::migration::{Migration, MigrationConnection, MigrationSource};
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, Bool, Integer, Nullable, Text};
+use diesel::sql_types::{Bool, Integer, Nullable, Oid, Text};
 
 use crate::error::TenancyError;
 use crate::pool::TenantPool;
@@ -617,8 +617,13 @@ struct FleetTenant {
     schema_exists: bool,
 }
 
-/// Reads every registry row (with whether its schema exists) and the
-/// unregistered schemas that look like tenants, in one transaction.
+/// Reads every registry row, every schema name, and the schemas holding a
+/// `__diesel_schema_migrations`, in one transaction, and matches them here.
+///
+/// Three single-table scans, matched with hash sets: linear in the size of
+/// the fleet whatever the planner's statistics say (right after thousands of
+/// schemas are created, stale catalog statistics can turn a join between the
+/// registry and `pg_namespace` into a nested loop over both).
 fn read_fleet(pool: &TenantPool, registry: &Registry) -> Result<Fleet, TenancyError> {
     #[derive(QueryableByName)]
     struct Row {
@@ -630,46 +635,53 @@ fn read_fleet(pool: &TenantPool, registry: &Registry) -> Result<Fleet, TenancyEr
         migration_version: Option<String>,
         #[diesel(sql_type = Integer)]
         migrations_applied: i32,
-        #[diesel(sql_type = Bool)]
-        schema_exists: bool,
     }
     #[derive(QueryableByName)]
-    struct Unregistered {
+    struct Namespace {
+        #[diesel(sql_type = Oid)]
+        oid: u32,
         #[diesel(sql_type = Text)]
         nspname: String,
     }
-    let (rows, unregistered) = pool.scoped_transaction(&registry.schema, |conn| -> Result<_, TenancyError> {
-        registry.ensure(conn)?;
-        let rows: Vec<Row> = diesel::sql_query(format!(
-            "SELECT r.schema_name, r.state, r.migration_version, r.migrations_applied, n.oid IS NOT NULL AS schema_exists \
-             FROM {} r LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = r.schema_name ORDER BY r.schema_name",
+    #[derive(QueryableByName)]
+    struct Holder {
+        #[diesel(sql_type = Oid)]
+        relnamespace: u32,
+    }
+    let (rows, namespaces, holders) =
+        pool.scoped_transaction(&registry.schema, |conn| -> Result<_, TenancyError> {
+            registry.ensure(conn)?;
+            let rows: Vec<Row> = diesel::sql_query(format!(
+            "SELECT schema_name, state, migration_version, migrations_applied FROM {} ORDER BY schema_name",
             registry.table
         ))
-        .load(conn)?;
-        let unregistered: Vec<Unregistered> = diesel::sql_query(format!(
-            "SELECT n.nspname::text AS nspname FROM pg_catalog.pg_class c \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relname = '__diesel_schema_migrations' AND c.relkind IN ('r', 'p') \
-               AND n.nspname <> ALL($1) AND n.nspname NOT LIKE 'pg\\_%' \
-               AND NOT EXISTS (SELECT 1 FROM {} r WHERE r.schema_name = n.nspname) \
-             ORDER BY 1",
-            registry.table
-        ))
-        .bind::<Array<Text>, _>(vec![
-            pool.shared_schema(),
-            pool.registry_schema(),
-            "public",
-            "information_schema",
-        ])
-        .load(conn)?;
-        Ok((rows, unregistered))
-    })?;
-    let mut fleet = Fleet {
-        tenants: Vec::with_capacity(rows.len()),
-        unregistered: unregistered.into_iter().map(|u| u.nspname).collect(),
-        invalid: Vec::new(),
-    };
-    for row in rows {
+            .load(conn)?;
+            let namespaces: Vec<Namespace> =
+                diesel::sql_query("SELECT oid, nspname::text AS nspname FROM pg_catalog.pg_namespace")
+                    .load(conn)?;
+            let holders: Vec<Holder> = diesel::sql_query(
+                "SELECT relnamespace FROM pg_catalog.pg_class \
+             WHERE relname = '__diesel_schema_migrations' AND relkind IN ('r', 'p')",
+            )
+            .load(conn)?;
+            Ok((rows, namespaces, holders))
+        })?;
+
+    let names: HashMap<u32, &str> = namespaces.iter().map(|n| (n.oid, n.nspname.as_str())).collect();
+    let existing: HashSet<&str> = names.values().copied().collect();
+    let registered: HashSet<&str> = rows.iter().map(|r| r.schema_name.as_str()).collect();
+    let not_tenants = [pool.shared_schema(), pool.registry_schema(), "public", "information_schema"];
+    let mut unregistered: Vec<String> = holders
+        .iter()
+        .filter_map(|h| names.get(&h.relnamespace).copied())
+        .filter(|name| !registered.contains(name) && !not_tenants.contains(name) && !name.starts_with("pg_"))
+        .map(str::to_owned)
+        .collect();
+    unregistered.sort();
+    unregistered.dedup();
+
+    let mut fleet = Fleet { tenants: Vec::with_capacity(rows.len()), unregistered, invalid: Vec::new() };
+    for row in &rows {
         let parsed = registered_name(&row.schema_name)
             .and_then(|schema| Ok((schema, parse_state(&row.schema_name, &row.state)?)));
         match parsed {
@@ -677,12 +689,12 @@ fn read_fleet(pool: &TenantPool, registry: &Registry) -> Result<Fleet, TenancyEr
                 schema,
                 state,
                 applied: AppliedMigrations {
-                    latest: row.migration_version,
+                    latest: row.migration_version.clone(),
                     count: usize::try_from(row.migrations_applied).unwrap_or(0),
                 },
-                schema_exists: row.schema_exists,
+                schema_exists: existing.contains(row.schema_name.as_str()),
             }),
-            Err(e) => fleet.invalid.push((row.schema_name, e.to_string())),
+            Err(e) => fleet.invalid.push((row.schema_name.clone(), e.to_string())),
         }
     }
     Ok(fleet)

@@ -187,12 +187,13 @@ pub fn tenant_exists(pool: &TenantPool, schema: &SchemaName) -> Result<bool, Ten
     let registry = Registry::of(pool);
     pool.scoped_transaction(&registry.schema, |conn| {
         registry.ensure(conn)?;
+        // Two lookups by key; no join the planner could get wrong on a big catalog.
         let rows: Vec<Exists> = diesel::sql_query(format!(
-            "SELECT EXISTS (SELECT 1 FROM {} r JOIN pg_catalog.pg_namespace n ON n.nspname = r.schema_name \
-             WHERE r.schema_name = $1) AS exists",
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE schema_name = $1) AND to_regnamespace($2) IS NOT NULL AS exists",
             registry.table
         ))
         .bind::<Text, _>(schema.as_str())
+        .bind::<Text, _>(schema.quoted())
         .load(conn)?;
         Ok(rows.first().is_some_and(|r| r.exists))
     })

@@ -3,6 +3,7 @@
 //! ```text
 //! cargo bench -p tenancy-tests --bench fleet             # full: 200 / 10,000 / 1,000 tenants
 //! cargo bench -p tenancy-tests --bench fleet -- --quick  # CI: a few seconds
+//! cargo bench -p tenancy-tests --bench fleet -- noop     # one part: provision, noop, apply
 //! ```
 //!
 //! 1. Provisioning a 10-table tenant with `provision`, against the floor of
@@ -45,10 +46,20 @@ fn main() -> Result<()> {
     } else {
         Sizes { provision: 200, noop_fleet: 10_000, noop_runs: 5, apply_fleet: 1_000 }
     };
+    // Optional part names select parts: `-- noop`, `-- provision apply`.
+    let parts: Vec<String> =
+        std::env::args().skip(1).filter(|a| ["provision", "noop", "apply"].contains(&a.as_str())).collect();
+    let run = |part: &str| parts.is_empty() || parts.iter().any(|p| p == part);
     println!("fleet benchmark ({})", if quick { "quick" } else { "full" });
-    bench_provisioning(sizes.provision)?;
-    bench_noop(sizes.noop_fleet, sizes.noop_runs)?;
-    bench_apply(sizes.apply_fleet)?;
+    if run("provision") {
+        bench_provisioning(sizes.provision)?;
+    }
+    if run("noop") {
+        bench_noop(sizes.noop_fleet, sizes.noop_runs)?;
+    }
+    if run("apply") {
+        bench_apply(sizes.apply_fleet)?;
+    }
     Ok(())
 }
 

@@ -311,3 +311,30 @@ fn migrations_that_cannot_run_in_a_transaction_are_refused_before_touching_tenan
     assert_eq!(versions(&mut admin, &tenants[0]), [V1]);
     assert_eq!(count(&mut admin, "SELECT count(*) AS n FROM pg_namespace WHERE nspname = 't_new'"), 0);
 }
+
+struct Quiet;
+impl diesel::connection::Instrumentation for Quiet {
+    fn on_connection_event(&mut self, _: diesel::connection::InstrumentationEvent<'_>) {}
+}
+
+#[test]
+fn migrating_keeps_pooled_connections() {
+    let db = temp_db("keep");
+    let opened = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = opened.clone();
+    let pool = TenantPool::builder()
+        .max_size(1)
+        .instrumentation(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Box::new(Quiet)
+        })
+        .build(&db.url)
+        .unwrap();
+    let mut admin = PgConnection::establish(&db.url).unwrap();
+    fleet(&pool, &mut admin, 3);
+    let options = || MigrateOptions::new().lock_timeout(Some(Duration::from_secs(5))).verify_schemas(true);
+    assert_eq!(migrate_all(&pool, migrations("fleet_v2"), options()).unwrap().counts.applied, 3);
+    assert_eq!(migrate_all(&pool, migrations("fleet_v2"), options()).unwrap().counts.already_current, 3);
+    // The session guard found nothing to retire the one connection for.
+    assert_eq!(opened.load(Ordering::SeqCst), 1);
+}
