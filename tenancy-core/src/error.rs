@@ -59,6 +59,16 @@ pub enum TenancyError {
         operation: &'static str,
     },
 
+    /// Behind a transaction pooler, a transaction body changed session state
+    /// (a session `SET`, `set_config(.., false)`, `PREPARE`, a temporary
+    /// table, a session advisory lock...). Committing would hand that state
+    /// to other clients of the pooler's server session, so the transaction
+    /// was rolled back instead.
+    #[error(
+        "the transaction was rolled back: it changed session state (SET, set_config, PREPARE, a temporary table, a session advisory lock, ...), which behind a transaction pooler would reach other clients; use SET LOCAL or pg_advisory_xact_lock instead"
+    )]
+    SessionStateRefused,
+
     /// A schema name given in the pool configuration is not allowed where it was used.
     #[error("invalid pool configuration: {0}")]
     Config(String),

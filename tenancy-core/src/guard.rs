@@ -60,6 +60,10 @@ pub(crate) struct SessionGuard {
     managed_transaction_statement: bool,
     /// When false, statements are not inspected (the pool was told to trust its borrowers).
     enabled: bool,
+    /// A borrower's statement changed session state (as opposed to a failed
+    /// statement making the scope uncertain). Behind a transaction pooler such
+    /// a change would reach other clients, so the transaction is refused.
+    session_state_sent: bool,
     buf: String,
 }
 
@@ -71,6 +75,7 @@ impl SessionGuard {
             internal: false,
             managed_transaction_statement: false,
             enabled,
+            session_state_sent: false,
             buf: String::with_capacity(256),
         }
     }
@@ -78,6 +83,11 @@ impl SessionGuard {
     /// Returns the hazards seen since the last call and clears them.
     pub(crate) fn take_hazards(&mut self) -> Hazards {
         std::mem::take(&mut self.hazards)
+    }
+
+    /// Whether a borrower's statement changed session state since the last call; clears it.
+    pub(crate) fn take_session_state_sent(&mut self) -> bool {
+        std::mem::take(&mut self.session_state_sent)
     }
 
     pub(crate) fn set_internal(&mut self, internal: bool) {
@@ -92,6 +102,7 @@ impl SessionGuard {
         let found = classify(&self.buf, managed);
         self.hazards.search_path |= found.search_path;
         self.hazards.retire |= found.retire;
+        self.session_state_sent |= found.search_path || found.retire;
     }
 }
 

@@ -263,7 +263,14 @@ impl TenantPoolBuilder {
         if self.max_size == 0 {
             return Err(TenancyError::Config(String::from("max_size must be at least 1")));
         }
-        let extension_suffix: String = extensions.iter().map(|e| format!(", {}", quote_ident(e))).collect();
+        // `pg_temp` last: otherwise PostgreSQL searches temporary tables
+        // first, and a temporary table left on a server session (by anyone,
+        // behind a pooler) would shadow the tenant's table of the same name.
+        let extension_suffix: String = extensions
+            .iter()
+            .map(|e| format!(", {}", quote_ident(e)))
+            .chain([String::from(", pg_temp")])
+            .collect();
         let statement_cache = self.statement_cache && self.pooler_mode == PoolerMode::Session;
 
         // Fail fast, with libpq's own message, instead of r2d2's timeout.
@@ -461,6 +468,7 @@ impl PooledPg {
     fn check_in(&mut self, max_tenants: Option<usize>) {
         match self.guard() {
             Some(guard) => {
+                guard.take_session_state_sent();
                 let hazards = guard.take_hazards();
                 if hazards.search_path {
                     self.scope = Scope::Unknown;
@@ -536,13 +544,19 @@ impl TenantPool {
         PoolState { connections: s.connections, idle_connections: s.idle_connections }
     }
 
-    /// The exact `search_path` value a connection for `schema` gets.
+    /// The exact `search_path` value a connection for `schema` gets: the
+    /// tenant, then any extension schemas, then `pg_temp`.
+    ///
+    /// `pg_temp` is named last so that temporary tables, which PostgreSQL
+    /// otherwise searches first, can never shadow a tenant's table; it adds
+    /// nothing to `current_schemas(false)` while the session has no
+    /// temporary schema.
     ///
     /// ```
     /// # use tenancy_core::{schema, TenantPool};
-    /// // Without extension schemas, the path is the tenant alone.
+    /// // Without extension schemas, the only real schema is the tenant.
     /// # fn f(pool: &TenantPool) {
-    /// assert_eq!(pool.search_path_for(&schema!("acme")), "\"acme\"");
+    /// assert_eq!(pool.search_path_for(&schema!("acme")), "\"acme\", pg_temp");
     /// # }
     /// ```
     pub fn search_path_for(&self, schema: &SchemaName) -> String {
@@ -846,9 +860,24 @@ where
     F: FnOnce(&mut PgConnection) -> Result<T, E>,
     E: From<TenancyError>,
 {
+    if let Some(guard) = conn.pooled.guard() {
+        guard.take_session_state_sent();
+    }
     let outcome = catch_unwind(AssertUnwindSafe(|| f(&mut conn)));
+    let behind_pooler = conn.pooler_mode == PoolerMode::Transaction;
     let pooled = &mut conn.pooled;
     match outcome {
+        Ok(Ok(_)) if behind_pooler && pooled.guard().is_none_or(|g| g.take_session_state_sent()) => {
+            // Committing would leave session state on the pooler's shared
+            // server session for other clients. Undo what a rollback does
+            // not (prepared statements, session advisory locks), then roll back.
+            pooled.scope = Scope::Unknown;
+            let _ = pooled.internal(|c| c.batch_execute("DEALLOCATE ALL; SELECT pg_advisory_unlock_all()"));
+            if pooled.internal(AnsiTransactionManager::rollback_transaction).is_err() {
+                pooled.retire = true;
+            }
+            Err(E::from(TenancyError::SessionStateRefused))
+        }
         Ok(Ok(value)) => match pooled.internal(AnsiTransactionManager::commit_transaction) {
             Ok(()) => Ok(value),
             Err(e) => {
@@ -893,11 +922,16 @@ where
 pub struct TenantConnection {
     pooled: r2d2::PooledConnection<Manager>,
     max_tenants: Option<usize>,
+    pooler_mode: PoolerMode,
 }
 
 impl TenantConnection {
     fn new(pooled: r2d2::PooledConnection<Manager>, pool: &TenantPool) -> Self {
-        Self { pooled, max_tenants: pool.inner.max_tenants_per_connection }
+        Self {
+            pooled,
+            max_tenants: pool.inner.max_tenants_per_connection,
+            pooler_mode: pool.inner.pooler_mode,
+        }
     }
 
     /// The tenant this connection is scoped to, or `None` for a connection
@@ -967,7 +1001,7 @@ impl TenantPool {
         F: FnOnce(&mut PgConnection) -> Result<T, E>,
         E: From<TenancyError>,
     {
-        let begin_sql = format!("BEGIN; SET LOCAL search_path TO {path}");
+        let begin_sql = format!("BEGIN; SET LOCAL search_path TO {path}, pg_temp");
         let mut attempt = 0;
         let conn = loop {
             attempt += 1;

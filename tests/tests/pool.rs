@@ -69,7 +69,7 @@ fn tenant_search_path_is_exactly_the_tenant() {
     let path: String = diesel::select(diesel::dsl::sql::<Text>("current_setting('search_path')"))
         .get_result(&mut *conn)
         .unwrap();
-    assert_eq!(path, schemas.first().quoted());
+    assert_eq!(path, format!("{}, pg_temp", schemas.first().quoted()));
     drop(conn);
     let in_tx = pool.transaction(schemas.first(), |c| Ok::<_, TenancyError>(current_schemas(c))).unwrap();
     assert_eq!(in_tx, vec![schemas.first().to_string()]);
