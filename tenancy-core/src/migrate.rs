@@ -297,17 +297,20 @@ impl MigrationReport {
 /// [`TenancyError::MigrationSource`].
 ///
 /// ```no_run
-/// use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+/// use diesel_migrations::FileBasedMigrations;
 /// use tenancy_core::{migrate_all, MigrateOptions, TenantPool};
 ///
-/// const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/tenant");
-///
 /// let pool = TenantPool::builder().max_size(4).build("postgres://localhost/app")?;
-/// let report = migrate_all(&pool, MIGRATIONS, MigrateOptions::new().jobs(4))?;
+/// // Or `embed_migrations!("migrations/tenant")`, to build them into the binary.
+/// let migrations = FileBasedMigrations::from_path("migrations/tenant")?;
+/// let report = migrate_all(&pool, migrations, MigrateOptions::new().jobs(4))?;
 /// for (schema, error) in report.failed() {
 ///     eprintln!("{schema}: {error}");
 /// }
-/// # Ok::<(), tenancy_core::TenancyError>(())
+/// for schema in report.missing_schemas() {
+///     eprintln!("{schema}: registered, but its schema is missing");
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn migrate_all<S>(
     pool: &TenantPool,

@@ -65,15 +65,15 @@ impl Provisioned {
 /// extension schemas. Works in every [`PoolerMode`](crate::PoolerMode).
 ///
 /// ```no_run
-/// use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+/// use diesel_migrations::FileBasedMigrations;
 /// use tenancy_core::{provision, schema, TenantPool};
 ///
-/// const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/tenant");
-///
 /// let pool = TenantPool::connect("postgres://localhost/app")?;
-/// let done = provision(&pool, &schema!("acme"), MIGRATIONS)?;
+/// // Or `embed_migrations!("migrations/tenant")`, to build them into the binary.
+/// let migrations = FileBasedMigrations::from_path("migrations/tenant")?;
+/// let done = provision(&pool, &schema!("acme"), migrations)?;
 /// println!("created: {}, applied: {:?}", done.created, done.applied);
-/// # Ok::<(), tenancy_core::TenancyError>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn provision<S>(
     pool: &TenantPool,
