@@ -178,37 +178,39 @@ fn migration_table_lives_in_the_tenant_schema_and_none_in_public() {
 
 #[test]
 fn eight_threads_provisioning_the_same_tenant_all_succeed_once() {
-    // A fresh database, so the eight also race to create the registry.
     let db = temp_db("race");
-    let schema = unique_schema("prov_race");
-    let url = db.url().to_owned();
-    let barrier = Arc::new(Barrier::new(8));
-    let threads: Vec<_> = (0..8)
-        .map(|_| {
-            let (barrier, schema, url) = (barrier.clone(), schema.clone(), url.clone());
-            std::thread::spawn(move || {
-                // A pool each, like eight processes.
-                let pool = TenantPool::builder().max_size(1).build(&url).unwrap();
-                barrier.wait();
-                provision(&pool, &schema, BASIC)
+    // First in a fresh database, where the eight also race to create the
+    // registry; then with the registry in place, where only the tenant's own
+    // lock keeps them apart.
+    for round in ["prov_race_new_registry", "prov_race"] {
+        let schema = unique_schema(round);
+        let url = db.url().to_owned();
+        let barrier = Arc::new(Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (barrier, schema, url) = (barrier.clone(), schema.clone(), url.clone());
+                std::thread::spawn(move || {
+                    // A pool each, like eight processes.
+                    let pool = TenantPool::builder().max_size(1).build(&url).unwrap();
+                    barrier.wait();
+                    provision(&pool, &schema, BASIC)
+                })
             })
-        })
-        .collect();
-    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap().unwrap()).collect();
+            .collect();
+        let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap().unwrap()).collect();
 
-    assert_eq!(results.iter().filter(|r| r.created).count(), 1, "{results:?}");
-    assert_eq!(results.iter().map(|r| r.applied.len()).sum::<usize>(), 2, "{results:?}");
-    let mut admin = PgConnection::establish(db.url()).unwrap();
-    assert!(schema_exists(&mut admin, schema.as_str()));
-    assert_eq!(applied_versions(&mut admin, &schema), 2);
-    assert_eq!(
-        count(
+        assert_eq!(results.iter().filter(|r| r.created).count(), 1, "{round}: {results:?}");
+        assert_eq!(results.iter().map(|r| r.applied.len()).sum::<usize>(), 2, "{round}: {results:?}");
+        let mut admin = PgConnection::establish(db.url()).unwrap();
+        assert!(schema_exists(&mut admin, schema.as_str()));
+        assert_eq!(applied_versions(&mut admin, &schema), 2);
+        let rows = count(
             &mut admin,
             "SELECT count(*) AS n FROM tenancy.tenants WHERE schema_name = $1",
-            schema.as_str()
-        ),
-        1
-    );
+            schema.as_str(),
+        );
+        assert_eq!(rows, 1);
+    }
 }
 
 #[test]
