@@ -537,3 +537,21 @@ mod tests {
         let _ = h(&deep);
     }
 }
+
+#[cfg(test)]
+mod function_definitions {
+    use super::*;
+
+    #[test]
+    fn defining_a_plpgsql_function_is_harmless() {
+        let sql = "CREATE OR REPLACE FUNCTION diesel_set_updated_at() RETURNS trigger AS $$
+BEGIN
+    IF (NEW IS DISTINCT FROM OLD AND NEW.updated_at IS NOT DISTINCT FROM OLD.updated_at) THEN
+        NEW.updated_at := current_timestamp;
+    END IF;
+    RETURN NEW;
+END;
+$$ LANGUAGE plpgsql;";
+        assert_eq!(classify(sql, false), Hazards::default());
+    }
+}
