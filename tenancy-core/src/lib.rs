@@ -14,6 +14,33 @@
 //! * [`provision`], [`drop_tenant`], [`list_tenants`], [`tenant_exists`]: the
 //!   tenant registry; [`migrate_all`]: migrations across the whole fleet.
 //!
+//! # Example
+//!
+//! ```no_run
+//! use diesel::prelude::*;
+//! use tenancy_core::{parse_schema, provision, tenant_scoped, Tenant, TenancyError, TenantPool};
+//! # const MIGRATIONS: diesel_migrations::EmbeddedMigrations = diesel_migrations::EmbeddedMigrations::new(&[]);
+//! // const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/tenant");
+//!
+//! diesel::table! {
+//!     notes (id) {
+//!         id -> BigInt,
+//!         body -> Text,
+//!     }
+//! }
+//!
+//! #[tenant_scoped(ctx = tenant)]
+//! fn add_note(tenant: &Tenant, body: &str) -> Result<usize, TenancyError> {
+//!     Ok(diesel::insert_into(notes::table).values(notes::body.eq(body)).execute(conn)?)
+//! }
+//!
+//! let pool = TenantPool::connect("postgres://localhost/app")?;
+//! let acme = parse_schema("acme")?; // e.g. from a subdomain: validated, never folded
+//! provision(&pool, &acme, MIGRATIONS)?; // create, migrate, register; idempotent
+//! add_note(&pool.for_tenant(acme.clone()), "hello")?; // lands in "acme".notes, nowhere else
+//! # Ok::<(), TenancyError>(())
+//! ```
+//!
 //! # What a borrower may do with a connection
 //!
 //! A checked-out connection dereferences to diesel's `PgConnection`, so any
@@ -22,8 +49,17 @@
 //! the few that would outlive the checkout: a session `SET search_path` makes
 //! the pool forget the connection's scope (the next checkout re-scopes it);
 //! other session `SET`s, `RESET ALL`, `DISCARD`, `set_config`, temporary
-//! tables, session advisory locks and transactions left open retire the
-//! physical connection. Either way the next borrower starts clean.
+//! tables, session advisory locks, holdable cursors and transactions left open
+//! retire the physical connection. Either way the next borrower starts clean.
+//! Every search path the pool sets ends in `pg_temp`, so a temporary table can
+//! never shadow a tenant's table. Behind a transaction pooler
+//! ([`PoolerMode::Transaction`]) a transaction body that changes session state
+//! is rolled back ([`TenancyError::SessionStateRefused`]) rather than
+//! committing that state onto a server session other clients will get.
+//!
+//! What the guard cannot see is what the server does on its own: a function
+//! whose body calls `set_config` changes the session behind the statement
+//! text. Give such functions a `SET search_path` clause.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
