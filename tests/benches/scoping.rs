@@ -45,7 +45,7 @@ const POOL_SIZE: u32 = 8;
 /// Rows per tenant table.
 const ROWS: i64 = 16;
 /// Tenants created per transaction while setting up (bounded by the lock table).
-const SCHEMAS_PER_BATCH: usize = 250;
+const SCHEMAS_PER_BATCH: usize = 50;
 /// Exponent of the Zipf distribution of tenant popularity.
 const ZIPF_S: f64 = 1.0;
 
@@ -69,18 +69,18 @@ impl Settings {
             Settings {
                 quick,
                 only,
-                sample: Duration::from_millis(150),
+                sample: Duration::from_millis(100),
                 warmup: Duration::from_millis(100),
-                rounds: 2,
+                rounds: 3,
                 tenants: 1_000,
             }
         } else {
             Settings {
                 quick,
                 only,
-                sample: Duration::from_millis(1000),
+                sample: Duration::from_millis(250),
                 warmup: Duration::from_millis(1000),
-                rounds: 5,
+                rounds: 20,
                 tenants: 10_000,
             }
         }
@@ -114,6 +114,9 @@ fn main() -> Result<(), BoxError> {
     }
     if run("concurrency") {
         report += &bench.concurrency()?;
+    }
+    if run("cpu") {
+        report += &bench.client_cpu()?;
     }
     if run("zipf") {
         report += &bench.zipf()?;
@@ -279,14 +282,26 @@ struct Measured {
 }
 
 fn measure(settings: &Settings, variants: &[Variant<'_>]) -> Result<Measured, BoxError> {
+    measure_with_warmup(settings, settings.warmup, variants)
+}
+
+/// Warms every variant up, then runs `settings.rounds` rounds of all of
+/// them; each round starts at another variant, so that no variant always
+/// follows the same neighbour.
+fn measure_with_warmup(
+    settings: &Settings,
+    warmup: Duration,
+    variants: &[Variant<'_>],
+) -> Result<Measured, BoxError> {
     for v in variants {
-        throughput(v.threads, settings.warmup, &v.make)?;
+        throughput(v.threads, warmup, &v.make)?;
     }
     let mut rounds = Vec::with_capacity(settings.rounds);
-    for _ in 0..settings.rounds {
-        let mut round = Vec::with_capacity(variants.len());
-        for v in variants {
-            round.push(throughput(v.threads, settings.sample, &v.make)?);
+    for r in 0..settings.rounds {
+        let mut round = vec![0.0; variants.len()];
+        for k in 0..variants.len() {
+            let v = (r + k) % variants.len();
+            round[v] = throughput(variants[v].threads, settings.sample, &variants[v].make)?;
         }
         rounds.push(round);
     }
@@ -297,17 +312,19 @@ fn measure(settings: &Settings, variants: &[Variant<'_>]) -> Result<Measured, Bo
     })
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
+/// The `q`-quantile (0..=1) of `xs`, interpolated.
+fn quantile(mut xs: Vec<f64>, q: f64) -> f64 {
     xs.sort_by(f64::total_cmp);
-    let n = xs.len();
-    if n == 0 {
+    if xs.is_empty() {
         return f64::NAN;
     }
-    if n % 2 == 1 {
-        xs[n / 2]
-    } else {
-        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
-    }
+    let pos = q * (xs.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    xs[lo] + (xs[hi] - xs[lo]) * (pos - lo as f64)
+}
+
+fn median(xs: Vec<f64>) -> f64 {
+    quantile(xs, 0.5)
 }
 
 impl Measured {
@@ -324,11 +341,10 @@ impl Measured {
         median(self.rounds.iter().map(|r| r[v] / r[base]).collect())
     }
 
-    fn spread(&self, v: usize) -> f64 {
-        let xs: Vec<f64> = self.rounds.iter().map(|r| r[v]).collect();
-        let max = xs.iter().copied().fold(f64::MIN, f64::max);
-        let min = xs.iter().copied().fold(f64::MAX, f64::min);
-        (max - min) / self.throughput(v)
+    /// The interquartile range of `v`'s per-round ratio to `base`.
+    fn ratio_iqr(&self, v: usize, base: usize) -> (f64, f64) {
+        let ratios: Vec<f64> = self.rounds.iter().map(|r| r[v] / r[base]).collect();
+        (quantile(ratios.clone(), 0.25), quantile(ratios, 0.75))
     }
 
     /// Microseconds per request as one thread sees it.
@@ -353,14 +369,15 @@ impl Measured {
         for v in 0..self.names.len() {
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.0} | {:.1} | {:.1}% | {:.3}× | {:.3}× |{}",
+                "| {} | {} | {:.0} | {:.1} | {:.3}× | {:.3}× | {:.3}–{:.3} |{}",
                 self.names[v],
                 self.threads[v],
                 self.throughput(v),
                 self.micros(v),
-                self.spread(v) * 100.0,
                 self.ratio(v, d),
                 self.ratio(v, s),
+                self.ratio_iqr(v, s).0,
+                self.ratio_iqr(v, s).1,
                 extra(v).unwrap_or_default()
             );
         }
@@ -368,7 +385,7 @@ impl Measured {
     }
 }
 
-const HEADER: &str = "| variant | threads | req/s | µs/req | spread | vs plain (r2d2 defaults) | vs plain (same settings) |\n|---|---:|---:|---:|---:|---:|---:|\n";
+const HEADER: &str = "| variant | threads | req/s | µs/req | vs plain (r2d2 defaults) | vs plain (same settings) | IQR of that ratio |\n|---|---:|---:|---:|---:|---:|---:|\n";
 const PLAIN_DEFAULTS: &str = "plain diesel, r2d2 defaults";
 const PLAIN_SAME: &str = "plain diesel, same settings";
 const PLAIN_TX_DEFAULTS: &str = "plain diesel transaction, r2d2 defaults";
@@ -886,6 +903,61 @@ impl Bench<'_> {
         Ok(out)
     }
 
+    /// Client CPU per request (user + system time of the requesting
+    /// thread): what the pool itself costs, free of the scheduling noise
+    /// that wall-clock throughput picks up on a shared machine.
+    fn client_cpu(&self) -> Result<String, BoxError> {
+        let (url, tenants) = (self.url, self.tenants);
+        let plain_same = plain_pool(url, false)?;
+        let ours = our_pool(url, true, true)?;
+        let ours_unguarded = our_pool(url, false, true)?;
+        let requests: u64 = if self.settings.quick { 2_000 } else { 40_000 };
+        let cases: Vec<(&str, MakeOp<'_>)> = vec![
+            ("plain diesel, same settings: point lookup", Box::new(plain_lookup(&plain_same))),
+            ("tenant(), same tenant: point lookup", Box::new(tenant_lookup(&ours, tenants, 1))),
+            (
+                "tenant(), same tenant, session guard off: point lookup",
+                Box::new(tenant_lookup(&ours_unguarded, tenants, 1)),
+            ),
+            ("plain diesel transaction, same settings", Box::new(plain_transaction(&plain_same))),
+            ("transaction(), same tenant", Box::new(tenant_transaction(&ours, tenants, 1))),
+            (
+                "transaction(), same tenant, session guard off",
+                Box::new(tenant_transaction(&ours_unguarded, tenants, 1)),
+            ),
+        ];
+        let mut out = format!(
+            "### Client CPU per request, one thread ({requests} requests each, median of 3)\n\n| variant | client CPU µs/req |\n|---|---:|\n"
+        );
+        for (i, (name, make)) in cases.iter().enumerate() {
+            // Transactions take four statements; fewer of them measure as precisely.
+            let requests = if i < 3 { requests } else { requests / 4 };
+            cpu_per_request(requests / 10, make(0))?;
+            let runs = (0..3).map(|_| cpu_per_request(requests, make(0))).collect::<Result<Vec<_>, _>>()?;
+            let _ = writeln!(out, "| {name} | {:.2} |", median(runs));
+        }
+        // What the session guard does per statement, without the database.
+        let query = items::table.find(7i64).select(items::body).limit(1);
+        let mut buf = String::with_capacity(256);
+        let format_ns = nanos_per_call(20_000, || {
+            buf.clear();
+            let _ = write!(SqlOnly(&mut buf), "{}", diesel::debug_query::<diesel::pg::Pg, _>(&query));
+            std::hint::black_box(&buf);
+        });
+        let sql = buf.clone();
+        let prefilter_ns = nanos_per_call(20_000, || {
+            std::hint::black_box(plainly_harmless(std::hint::black_box(&sql)));
+        });
+        let _ = writeln!(
+            out,
+            "\n- the guard's formatting of the lookup's SQL (`{sql}`) alone: {:.2} µs per statement; a keyword pre-filter over that text (`plainly_harmless`, here): {:.3} µs (it says {})\n",
+            format_ns / 1000.0,
+            prefilter_ns / 1000.0,
+            plainly_harmless(&sql)
+        );
+        Ok(out)
+    }
+
     /// Zipf-skewed traffic over all tenants, pool of 8: hit rate and ratio,
     /// with and without tenant affinity.
     fn zipf(&self) -> Result<String, BoxError> {
@@ -954,7 +1026,8 @@ impl Bench<'_> {
                     }));
                 }
             }
-            let m = measure(self.settings, &variants)?;
+            // Long enough for the popular tenants to be warm on every connection.
+            let m = measure_with_warmup(self.settings, self.settings.warmup * 3, &variants)?;
             let hit_rate = |statements: &StatementCount, requests: &AtomicU64| {
                 let r = requests.load(Ordering::Relaxed) as f64;
                 let switches = statements.0.load(Ordering::Relaxed) as f64 - r;
@@ -996,6 +1069,76 @@ impl ItemsDal {
     fn read_write(&self, id: i64) -> Result<(), TenancyError> {
         Ok(read_write(conn, id)?)
     }
+}
+
+/// CPU time this thread has used so far (`/proc/thread-self/schedstat`,
+/// nanoseconds on CPU as the scheduler counts them).
+fn thread_cpu() -> Result<Duration, BoxError> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat")?;
+    let nanos: u64 = stat.split_whitespace().next().ok_or("empty /proc/thread-self/schedstat")?.parse()?;
+    Ok(Duration::from_nanos(nanos))
+}
+
+/// Client CPU per request: `requests` requests of `op` on this thread, CPU time divided by `requests`.
+fn cpu_per_request(requests: u64, mut op: Op<'_>) -> Result<f64, BoxError> {
+    let before = thread_cpu()?;
+    for _ in 0..requests {
+        op()?;
+    }
+    Ok((thread_cpu()? - before).as_secs_f64() * 1e6 / requests as f64)
+}
+
+/// Wall time per call of `f`, the median of 11 batches of `n` calls.
+fn nanos_per_call(n: u32, mut f: impl FnMut()) -> f64 {
+    let batches = (0..11)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..n {
+                f();
+            }
+            start.elapsed().as_secs_f64() * 1e9 / f64::from(n)
+        })
+        .collect();
+    median(batches)
+}
+
+/// Collects formatted SQL and stops at diesel's ` -- binds: ` separator, as the session guard does.
+struct SqlOnly<'a>(&'a mut String);
+
+impl std::fmt::Write for SqlOnly<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if s.starts_with(" -- binds: ") {
+            return Err(std::fmt::Error);
+        }
+        self.0.push_str(s);
+        Ok(())
+    }
+}
+
+/// A cheap first pass for the session guard: `true` when `sql` is one
+/// `SELECT`/`INSERT`/`UPDATE`/`DELETE` statement whose text (strings and
+/// comments included) mentions none of the functions or clauses that change
+/// session state, so the full lexer can be skipped. Anything it is unsure of
+/// goes to the lexer, so a false `false` only costs time.
+fn plainly_harmless(sql: &str) -> bool {
+    let b = sql.trim_start().as_bytes();
+    let at =
+        |i: usize, needle: &[u8]| b.get(i..i + needle.len()).is_some_and(|w| w.eq_ignore_ascii_case(needle));
+    let first_word =
+        |kw: &[u8]| at(0, kw) && !b.get(kw.len()).is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_');
+    if !(first_word(b"select") || first_word(b"insert") || first_word(b"update") || first_word(b"delete")) {
+        return false;
+    }
+    (0..b.len()).all(|i| match b[i].to_ascii_lowercase() {
+        // A second statement; `U&"..."` identifiers can spell any name.
+        b';' => false,
+        b'u' => b.get(i + 1) != Some(&b'&'),
+        b's' => !at(i, b"set_config") && !at(i, b"setseed"),
+        b'a' => !at(i, b"advisory"),
+        b'd' => !at(i, b"dblink"),
+        b't' => !at(i, b"temp"),
+        _ => true,
+    })
 }
 
 /// Which connection a pool switches when no idle one serves the tenant.
