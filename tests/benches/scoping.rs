@@ -98,7 +98,7 @@ fn main() -> Result<(), BoxError> {
     println!("setup: {} tenant schemas in {:.1} s\n", tenants.len(), started.elapsed().as_secs_f64());
 
     let bench = Bench { settings: &settings, url: &url, tenants: &tenants };
-    let run = |group: &str| settings.only.as_deref().map_or(true, |only| only == group);
+    let run = |group: &str| settings.only.as_deref().is_none_or(|only| only == group);
     let mut report = String::new();
     if run("point") {
         report += &bench.point_lookups()?;
@@ -628,6 +628,24 @@ fn zipf_lookup<'p>(
     }
 }
 
+/// Zipf-distributed tenants, `SET search_path` on every checkout.
+fn zipf_naive_lookup<'p>(
+    pool: &'p PlainPool,
+    tenants: &'p [SchemaName],
+    zipf: &'p Zipf,
+) -> impl Fn(usize) -> Op<'p> + Sync + 'p {
+    move |t| {
+        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ ((t as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03)));
+        let mut n = 0u64;
+        Box::new(move || {
+            n += 1;
+            let mut conn = pool.get()?;
+            naive_set(&mut conn, &tenants[zipf.sample(&mut rng)])?;
+            lookup(&mut conn, row(n))
+        })
+    }
+}
+
 impl Bench<'_> {
     fn rotating(&self, n: usize) -> usize {
         n.min(self.tenants.len())
@@ -739,7 +757,7 @@ impl Bench<'_> {
             Variant::new(
                 "set_config + to_regnamespace, bind parameters (TenantPool's switch)",
                 1,
-                with(|c, s| tenant_switch(c, s)),
+                with(tenant_switch),
             ),
             Variant::new(
                 "simple query: SELECT 'schema'::regnamespace; SET search_path TO schema",
@@ -1004,6 +1022,11 @@ impl Bench<'_> {
                     zipf_lookup(&with, tenants, &zipf, &with_requests),
                 ),
                 Variant::new(
+                    "SET search_path per checkout",
+                    threads,
+                    zipf_naive_lookup(&plain_same, tenants, &zipf),
+                ),
+                Variant::new(
                     "tenant(), affinity off",
                     threads,
                     zipf_lookup(&without, tenants, &zipf, &without_requests),
@@ -1035,8 +1058,8 @@ impl Bench<'_> {
             };
             out += &m.rows(PLAIN_DEFAULTS, PLAIN_SAME, |v| match v {
                 2 => Some(hit_rate(&with_statements, &with_requests)),
-                3 => Some(hit_rate(&without_statements, &without_requests)),
-                4 | 5 => Some(format!(" {:.1}% |", models[v - 4].hit_rate() * 100.0)),
+                4 => Some(hit_rate(&without_statements, &without_requests)),
+                5 | 6 => Some(format!(" {:.1}% |", models[v - 5].hit_rate() * 100.0)),
                 _ => Some(String::from(" - |")),
             });
         }
