@@ -86,7 +86,9 @@ pub use pool::{
     TenantPoolBuilder,
 };
 pub use provision::{drop_tenant, provision, Provisioned};
-pub use registry::{list_tenants, tenant_exists, tenant_record, TenantRecord, TenantState, UnknownTenantState};
+pub use registry::{
+    list_tenants, tenant_exists, tenant_record, TenantRecord, TenantState, UnknownTenantState,
+};
 pub use schema_name::{SchemaName, SchemaNameError, DEFAULT_REGISTRY_SCHEMA, MAX_LEN};
 pub use tenancy_macros::tenant_scoped;
 
