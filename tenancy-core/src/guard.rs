@@ -99,6 +99,9 @@ impl SessionGuard {
         // Only the SQL text matters; stop before diesel formats the bind values.
         let _ = write!(SqlOnly(&mut self.buf), "{query}");
         let managed = std::mem::take(&mut self.managed_transaction_statement);
+        if plainly_harmless(&self.buf) {
+            return;
+        }
         let found = classify(&self.buf, managed);
         self.hazards.search_path |= found.search_path;
         self.hazards.retire |= found.retire;
@@ -154,6 +157,33 @@ pub(crate) fn classify(sql: &str, managed: bool) -> Hazards {
     let mut hazards = Hazards::default();
     classify_into(sql.as_bytes(), managed, 0, &mut hazards);
     hazards
+}
+
+/// The fast path for the statements nearly all traffic consists of: a
+/// single `SELECT`/`INSERT`/`UPDATE`/`DELETE` whose text (strings and
+/// comments included) mentions nothing that can change session state. Only
+/// ever says "harmless" for text the lexer would also pass; anything else,
+/// including false alarms, goes through [`classify`].
+pub(crate) fn plainly_harmless(sql: &str) -> bool {
+    let b = sql.trim_start().as_bytes();
+    let at =
+        |i: usize, needle: &[u8]| b.get(i..i + needle.len()).is_some_and(|w| w.eq_ignore_ascii_case(needle));
+    let first_word =
+        |kw: &[u8]| at(0, kw) && !b.get(kw.len()).is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_');
+    if !(first_word(b"select") || first_word(b"insert") || first_word(b"update") || first_word(b"delete")) {
+        return false;
+    }
+    (0..b.len()).all(|i| match b[i].to_ascii_lowercase() {
+        // A second statement, or a `U&"..."` identifier, which can spell any name.
+        b';' => false,
+        b'u' => b.get(i + 1) != Some(&b'&'),
+        b's' => !at(i, b"set_config") && !at(i, b"setseed"),
+        b'a' => !at(i, b"advisory"),
+        b'd' => !at(i, b"dblink"),
+        // `temp`, `temporary`, `pg_temp`.
+        b't' => !at(i, b"temp"),
+        _ => true,
+    })
 }
 
 /// Bodies of dollar-quoted strings (function bodies, `DO` blocks) are
@@ -553,5 +583,45 @@ BEGIN
 END;
 $$ LANGUAGE plpgsql;";
         assert_eq!(classify(sql, false), Hazards::default());
+    }
+}
+
+#[cfg(test)]
+mod fast_path {
+    use super::*;
+
+    #[test]
+    fn passes_ordinary_dml() {
+        for sql in [
+            r#"SELECT "items"."id", "items"."tenant" FROM "items" WHERE "items"."id" = $1"#,
+            r#"INSERT INTO "items" ("tenant", "body") VALUES ($1, $2) RETURNING "items"."id""#,
+            r#"UPDATE "items" SET "body" = $1 WHERE "items"."id" = $2"#,
+            r#"DELETE FROM "items" WHERE "items"."id" = $1"#,
+            "  select count(*) from items",
+        ] {
+            assert!(plainly_harmless(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn never_passes_what_the_lexer_flags() {
+        for sql in [
+            "SELECT set_config('search_path', 'public', false)",
+            "select pg_catalog.SET_CONFIG('search_path', 'b', false)",
+            r#"SELECT "set_config"('search_path', 'public', false)"#,
+            r#"SELECT U&"\0073et_config"('search_path', 'b', false)"#,
+            "SELECT pg_advisory_lock(1)",
+            "SELECT setseed(0.5)",
+            "SELECT * INTO TEMP t FROM items",
+            "SELECT * INTO pg_temp.t FROM items",
+            "SELECT 1; SET search_path TO public",
+            "SELECT dblink_connect('x')",
+            "SET search_path TO public",
+            "BEGIN",
+            "CREATE TEMP TABLE items (id int)",
+            "DISCARD ALL",
+        ] {
+            assert!(!plainly_harmless(sql), "{sql}");
+        }
     }
 }

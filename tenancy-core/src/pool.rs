@@ -7,7 +7,7 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diesel::connection::{
     AnsiTransactionManager, CacheSize, Instrumentation, SimpleConnection, TransactionManager,
@@ -48,7 +48,7 @@ pub type InstrumentationFactory = Arc<dyn Fn() -> Box<dyn Instrumentation> + Sen
 /// Configures and builds a [`TenantPool`]. Every setting has a default.
 ///
 /// ```no_run
-/// use std::time::Duration;
+/// use std::time::{Duration, Instant};
 /// use tenancy_core::{PoolerMode, TenantPool};
 ///
 /// let pool = TenantPool::builder()
@@ -394,6 +394,7 @@ struct PooledPg {
     scope: Scope,
     tenants_served: HashSet<SchemaName>,
     retire: bool,
+    last_used: Instant,
 }
 
 struct Manager {
@@ -423,7 +424,13 @@ impl r2d2::ManageConnection for Manager {
         }
         let user = self.instrumentation.as_ref().map(|make| make());
         conn.set_instrumentation(SessionGuard::new(user, self.session_guard));
-        Ok(PooledPg { conn, scope: Scope::Unknown, tenants_served: HashSet::new(), retire: false })
+        Ok(PooledPg {
+            conn,
+            scope: Scope::Unknown,
+            tenants_served: HashSet::new(),
+            retire: false,
+            last_used: Instant::now(),
+        })
     }
 
     fn is_valid(&self, conn: &mut PooledPg) -> Result<(), ManagerError> {
@@ -485,19 +492,41 @@ impl PooledPg {
         }
     }
 
-    /// Makes the session search_path `path`, proving `schema` exists, in one statement.
-    /// Returns `Ok(false)` if the schema does not exist (the path is then unchanged).
-    fn switch(&mut self, path: &str, schema_literal: &str) -> Result<bool, DieselError> {
+    /// Makes the session search_path `path`, proving the schema exists, in
+    /// one message: `SELECT '"t"'::regnamespace; SET search_path TO "t", pg_temp`.
+    ///
+    /// A simple query, not a prepared statement: PostgreSQL re-plans cached
+    /// statements after every search_path change, and a cached switch
+    /// statement would be re-planned on every switch too. If the schema does
+    /// not exist the cast fails and the `SET` never runs.
+    fn switch(&mut self, path: &str, schema_literal: &str) -> Result<(), DieselError> {
         self.scope = Scope::Unknown;
-        let rows = self.internal(|c| {
-            diesel::sql_query(
-                "SELECT set_config('search_path', $1, false) WHERE to_regnamespace($2) IS NOT NULL",
-            )
-            .bind::<Text, _>(path)
-            .bind::<Text, _>(schema_literal)
-            .execute(c)
-        })?;
-        Ok(rows == 1)
+        let sql =
+            format!("SELECT {}::regnamespace; SET search_path TO {path}", quote_literal(schema_literal));
+        self.internal(|c| c.batch_execute(&sql))
+    }
+
+    /// After a failed scoping statement on this (still live) connection: does
+    /// the schema exist? `None` if that cannot be told.
+    fn schema_exists(&mut self, schema_literal: &str) -> Option<bool> {
+        #[derive(QueryableByName)]
+        struct Exists {
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            exists: bool,
+        }
+        let rows: Vec<Exists> = self
+            .internal(|c| {
+                diesel::sql_query("SELECT to_regnamespace($1) IS NOT NULL AS exists")
+                    .bind::<Text, _>(schema_literal)
+                    .load(c)
+            })
+            .ok()?;
+        rows.first().map(|r| r.exists)
+    }
+
+    /// Marks the connection used now, for least-recently-used eviction.
+    fn touch(&mut self) {
+        self.last_used = Instant::now();
     }
 }
 
@@ -583,27 +612,29 @@ impl TenantPool {
 
     /// A connection for `target`: the one r2d2 hands out if it already
     /// serves `target`, else (with affinity on) an idle one that does, else
-    /// the one r2d2 handed out.
+    /// the idle connection used least recently.
     ///
     /// r2d2 hands out the most recently returned idle connection; a switch
     /// costs a round trip plus PostgreSQL's re-planning of cached statements,
     /// so looking through the other idle connections (a few mutex operations
-    /// each) is worth it. Connections looked at and not taken go back at once.
+    /// each) is worth it. When none serves `target`, the least recently used
+    /// one is switched: its tenant is the least likely to be asked for again
+    /// (switching the most recent one would evict the tenant just served).
+    /// Connections looked at and not taken go back at once.
     fn checkout_for(&self, target: &Target<'_>) -> Result<r2d2::PooledConnection<Manager>, TenancyError> {
         let first = self.checkout()?;
         if !self.inner.affinity || target.matches(&first.scope) {
             return Ok(first);
         }
-        let mut passed_over = Vec::new();
-        let found = loop {
-            match self.inner.pool.try_get() {
-                Some(conn) if target.matches(&conn.scope) => break Some(conn),
-                Some(conn) => passed_over.push(conn),
-                None => break None,
+        let mut idle = vec![first];
+        while let Some(conn) = self.inner.pool.try_get() {
+            if target.matches(&conn.scope) {
+                return Ok(conn);
             }
-        };
-        drop(passed_over);
-        Ok(found.unwrap_or(first))
+            idle.push(conn);
+        }
+        let oldest = (0..idle.len()).min_by_key(|&i| idle[i].last_used).unwrap_or(0);
+        Ok(idle.swap_remove(oldest))
     }
 
     /// Retry budget for statements that open a checkout: enough to get past
@@ -636,17 +667,23 @@ impl TenantPool {
             if target.matches(&pooled.scope) {
                 return Ok(TenantConnection::new(pooled, self));
             }
-            match pooled.switch(&self.search_path_for(schema), &schema.quoted()) {
-                Ok(true) => {
+            let literal = schema.quoted();
+            match pooled.switch(&self.search_path_for(schema), &literal) {
+                Ok(()) => {
                     pooled.scope = Scope::Tenant(schema.clone());
                     pooled.tenants_served.insert(schema.clone());
                     return Ok(TenantConnection::new(pooled, self));
                 }
-                Ok(false) => return Err(TenancyError::TenantNotFound { schema: schema.clone() }),
                 Err(e) if pooled.lost(&e) && attempt < self.attempts() => pooled.retire = true,
-                Err(e) => {
-                    pooled.retire |= pooled.lost(&e);
+                Err(e) if pooled.lost(&e) => {
+                    pooled.retire = true;
                     return Err(e.into());
+                }
+                Err(e) => {
+                    return Err(match pooled.schema_exists(&literal) {
+                        Some(false) => TenancyError::TenantNotFound { schema: schema.clone() },
+                        _ => e.into(),
+                    })
                 }
             }
         }
@@ -666,20 +703,23 @@ impl TenantPool {
                 return Ok(SharedConnection(TenantConnection::new(pooled, self)));
             }
             match pooled.switch(&self.inner.shared_path, &literal) {
-                Ok(true) => {
+                Ok(()) => {
                     pooled.scope = Scope::Shared;
                     return Ok(SharedConnection(TenantConnection::new(pooled, self)));
                 }
-                Ok(false) => {
-                    return Err(TenancyError::Config(format!(
-                        "the shared schema {:?} does not exist; create it or configure another with TenantPoolBuilder::shared_schema",
-                        self.inner.shared_schema
-                    )))
-                }
                 Err(e) if pooled.lost(&e) && attempt < self.attempts() => pooled.retire = true,
-                Err(e) => {
-                    pooled.retire |= pooled.lost(&e);
+                Err(e) if pooled.lost(&e) => {
+                    pooled.retire = true;
                     return Err(e.into());
+                }
+                Err(e) => {
+                    return Err(match pooled.schema_exists(&literal) {
+                        Some(false) => TenancyError::Config(format!(
+                            "the shared schema {:?} does not exist; create it or configure another with TenantPoolBuilder::shared_schema",
+                            self.inner.shared_schema
+                        )),
+                        _ => e.into(),
+                    })
                 }
             }
         }
@@ -777,36 +817,15 @@ impl TenantPool {
                     }
                     // The failed statement may have left the session mid-way.
                     pooled.scope = Scope::Unknown;
-                    drop(pooled);
-                    let explained = match target {
-                        Target::Tenant(schema) => self.tenant_not_found(schema),
-                        Target::Shared => None,
-                    };
-                    return Err(explained.unwrap_or(e.into()));
+                    let missing = pooled.schema_exists(&target.literal(self)) == Some(false);
+                    return Err(match target {
+                        Target::Tenant(schema) if missing => {
+                            TenancyError::TenantNotFound { schema: (*schema).clone() }
+                        }
+                        _ => e.into(),
+                    });
                 }
             }
-        }
-    }
-
-    /// After a failed tenant `BEGIN`: was it because the schema is missing?
-    fn tenant_not_found(&self, schema: &SchemaName) -> Option<TenancyError> {
-        let literal = schema.quoted();
-        #[derive(QueryableByName)]
-        struct Exists {
-            #[diesel(sql_type = diesel::sql_types::Bool)]
-            exists: bool,
-        }
-        let mut pooled = self.checkout().ok()?;
-        let rows: Vec<Exists> = pooled
-            .internal(|c| {
-                diesel::sql_query("SELECT to_regnamespace($1) IS NOT NULL AS exists")
-                    .bind::<Text, _>(&literal)
-                    .load(c)
-            })
-            .ok()?;
-        match rows.first() {
-            Some(Exists { exists: false }) => Some(TenancyError::TenantNotFound { schema: schema.clone() }),
-            _ => None,
         }
     }
 }
@@ -960,6 +979,7 @@ impl DerefMut for TenantConnection {
 impl Drop for TenantConnection {
     fn drop(&mut self) {
         self.pooled.check_in(self.max_tenants);
+        self.pooled.touch();
     }
 }
 

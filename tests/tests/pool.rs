@@ -69,7 +69,8 @@ fn tenant_search_path_is_exactly_the_tenant() {
     let path: String = diesel::select(diesel::dsl::sql::<Text>("current_setting('search_path')"))
         .get_result(&mut *conn)
         .unwrap();
-    assert_eq!(path, format!("{}, pg_temp", schemas.first().quoted()));
+    // The tenant, then `pg_temp` (named last so temporary tables can never shadow the tenant's).
+    assert_eq!(path.replace('"', ""), format!("{}, pg_temp", schemas.first()));
     drop(conn);
     let in_tx = pool.transaction(schemas.first(), |c| Ok::<_, TenancyError>(current_schemas(c))).unwrap();
     assert_eq!(in_tx, vec![schemas.first().to_string()]);
@@ -184,7 +185,7 @@ fn repeat_checkout_sends_nothing_and_switch_sends_one_statement() {
     drop(pool.tenant(b).unwrap());
     let sent = log.take();
     assert_eq!(sent.len(), 1, "a switch is exactly one statement: {sent:?}");
-    assert!(sent[0].contains("set_config"), "{sent:?}");
+    assert!(sent[0].contains("SET search_path"), "{sent:?}");
     drop(pool.tenant(b).unwrap());
     assert!(log.take().is_empty());
 }
@@ -507,4 +508,26 @@ fn affinity_hands_out_the_connection_already_serving_the_tenant() {
     assert!(log.take().is_empty(), "affinity found the idle connection serving A");
     pool.transaction(b, |_| Ok::<_, TenancyError>(())).unwrap();
     assert_eq!(log.take(), vec![String::from("BEGIN"), String::from("COMMIT")]);
+}
+
+#[test]
+fn a_switch_evicts_the_least_recently_used_tenant() {
+    let schemas = Schemas::create("lru", 4, ITEMS_DDL);
+    let [a, b, c, d] = [&schemas.names[0], &schemas.names[1], &schemas.names[2], &schemas.names[3]];
+    let (pool, log) = logged_pool(3);
+    let held: Vec<_> = [a, b, c].iter().map(|t| pool.tenant(t).unwrap()).collect();
+    // Returned oldest first: A is the least recently used, C the most.
+    for conn in held {
+        drop(conn);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    log.take();
+    drop(pool.tenant(d).unwrap());
+    assert_eq!(log.take().len(), 1, "D needs one switch");
+    for kept in [b, c, d] {
+        drop(pool.tenant(kept).unwrap());
+        assert!(log.take().is_empty(), "{kept} is still served by an idle connection");
+    }
+    drop(pool.tenant(a).unwrap());
+    assert_eq!(log.take().len(), 1, "A was the one evicted");
 }
