@@ -27,7 +27,9 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 echo "==> tests"
-cargo test --workspace --quiet
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --quiet 2>&1 | tee "$log"
 
 echo "==> examples (each checks what it shows, and fails if a tenant sees another's data)"
 cargo run --quiet --example quickstart
@@ -36,5 +38,10 @@ deployment="ci_deployment_$$"
 printf 'add ship the release\ndone 1\nlist\n' | TENANCY_SCHEMA="$deployment" cargo run --quiet --example per_deployment
 TENANCY_SCHEMA="$deployment" cargo run --quiet --example per_deployment -- --decommission
 
-echo "==> scoping benchmark (quick: ratios against plain diesel, no goals enforced)"
+echo "==> quick benchmarks (ratios against plain diesel in the same run; figures in BENCHMARKS.md)"
 cargo bench -p tenancy-tests --bench scoping -- --quick
+cargo bench -p tenancy-tests --bench fleet -- --quick
+cargo bench -p tenancy-tests --bench retirement -- --quick
+
+# One closing line for the whole suite (cargo prints one per test binary).
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"

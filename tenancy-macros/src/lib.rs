@@ -104,7 +104,7 @@ use proc_macro::TokenStream;
 ///
 /// # What it becomes
 ///
-/// ```ignore
+/// ```text
 /// // #[tenant_scoped]
 /// pub fn names(&self) -> Result<Vec<String>, DalError> {
 ///     match ::tenancy_core::__private::tenant_connection(&self) {
