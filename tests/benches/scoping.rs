@@ -393,7 +393,7 @@ const PLAIN_TX_SAME: &str = "plain diesel transaction, same settings";
 const NAIVE_SAME: &str = "SET search_path per checkout, same tenant, same settings";
 const NAIVE_DEFAULTS: &str = "SET search_path per checkout, same tenant, r2d2 defaults";
 const SWITCH_NO_REPLAN: &str = "plain + our switch statement, same path (round trip, no re-plan)";
-const MODEL_MRU: &str = "model pool, switch the connection handed out (as TenantPool)";
+const MODEL_MRU: &str = "model pool, switch the connection handed out (as with affinity off)";
 const MODEL_LRU: &str = "model pool, switch the least recently used idle connection";
 const LOOKUP_BY_HAND: &str = "point lookup, pool.tenant() by hand";
 const LOOKUP_DAL: &str = "point lookup, #[tenant_scoped] method";
@@ -755,12 +755,12 @@ impl Bench<'_> {
             Variant::new(PLAIN_DEFAULTS, 1, plain_lookup(&plain_same)),
             Variant::new(PLAIN_SAME, 1, plain_lookup(&plain_same)),
             Variant::new(
-                "set_config + to_regnamespace, bind parameters (TenantPool's switch)",
+                "set_config + to_regnamespace, bind parameters",
                 1,
                 with(tenant_switch),
             ),
             Variant::new(
-                "simple query: SELECT 'schema'::regnamespace; SET search_path TO schema",
+                "simple query: SELECT 'schema'::regnamespace; SET search_path TO schema (TenantPool's switch)",
                 1,
                 with(|c, s| {
                     let q = s.quoted();
@@ -1167,7 +1167,7 @@ fn plainly_harmless(sql: &str) -> bool {
 /// Which connection a pool switches when no idle one serves the tenant.
 #[derive(Clone, Copy)]
 enum Eviction {
-    /// The one r2d2 handed out: the most recently returned (what `TenantPool` does).
+    /// The one r2d2 handed out: the most recently returned (`TenantPool` with affinity off).
     HandedOut,
     /// The idle connection used least recently.
     LeastRecentlyUsed,
