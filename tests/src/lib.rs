@@ -43,6 +43,16 @@ pub fn unique_schema(prefix: &str) -> SchemaName {
     SchemaName::new(&name).unwrap_or_else(|e| panic!("bad test schema name {name}: {e}"))
 }
 
+/// A database of the test's own (`{prefix}_{pid}_{n}`), dropped (with
+/// `FORCE`) when the returned guard is: for tests that work on "every
+/// tenant" of a registry, which must not see other tests' tenants.
+pub fn temp_database(prefix: &str) -> tenancy_devdb::TempDatabase {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = format!("{prefix}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+    let db = tenancy_devdb::shared().unwrap_or_else(|e| panic!("no PostgreSQL for the tests: {e}"));
+    db.create_database(&name).unwrap_or_else(|e| panic!("creating database {name}: {e}"))
+}
+
 /// Tenant schemas created for one test and dropped (CASCADE) when it ends.
 pub struct Schemas {
     pub names: Vec<SchemaName>,

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,28 +24,8 @@ fn migrations(dir: &str) -> FileBasedMigrations {
     FileBasedMigrations::from_path(format!("{}/migrations/{dir}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
-/// A database of its own, dropped when the test ends.
-struct TempDb {
-    name: String,
-    url: String,
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        let _ = tenancy_tests::admin()
-            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name));
-    }
-}
-
-fn temp_db(tag: &str) -> TempDb {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let name = format!("mig_{tag}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-    let mut admin = tenancy_tests::admin();
-    // One statement per message: DROP/CREATE DATABASE refuse to run in a transaction block.
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).unwrap();
-    admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).unwrap();
-    let url = tenancy_devdb::replace_database(&tenancy_tests::url(), &name);
-    TempDb { name, url }
+fn temp_db(tag: &str) -> tenancy_devdb::TempDatabase {
+    tenancy_tests::temp_database(&format!("mig_{tag}"))
 }
 
 fn count(conn: &mut PgConnection, sql: &str) -> i64 {
@@ -114,8 +94,8 @@ fn fleet(pool: &TenantPool, admin: &mut PgConnection, n: usize) -> Vec<SchemaNam
 #[test]
 fn one_failing_tenant_among_twenty_one_fails_alone_and_a_rerun_migrates_only_it() {
     let db = temp_db("one_fails");
-    let pool = TenantPool::builder().max_size(4).build(&db.url).unwrap();
-    let mut admin = PgConnection::establish(&db.url).unwrap();
+    let pool = TenantPool::builder().max_size(4).build(db.url()).unwrap();
+    let mut admin = PgConnection::establish(db.url()).unwrap();
     let tenants = fleet(&pool, &mut admin, 21);
     let bad = tenants[7].clone();
     // Its data violates the constraint the second migration adds.
@@ -195,13 +175,13 @@ fn one_failing_tenant_among_twenty_one_fails_alone_and_a_rerun_migrates_only_it(
 #[test]
 fn a_current_fleet_is_known_from_the_registry_without_visiting_any_schema() {
     let db = temp_db("current");
-    let pool = TenantPool::builder().max_size(2).build(&db.url).unwrap();
-    let mut admin = PgConnection::establish(&db.url).unwrap();
+    let pool = TenantPool::builder().max_size(2).build(db.url()).unwrap();
+    let mut admin = PgConnection::establish(db.url()).unwrap();
     let tenants = fleet(&pool, &mut admin, 4);
     migrate_all(&pool, migrations("fleet_v2"), MigrateOptions::new()).unwrap();
 
     // Hold one tenant's migration table: any visit to that schema would wait on it.
-    let mut holder = PgConnection::establish(&db.url).unwrap();
+    let mut holder = PgConnection::establish(db.url()).unwrap();
     holder
         .batch_execute(&format!(
             "BEGIN; LOCK TABLE {}.__diesel_schema_migrations IN ACCESS EXCLUSIVE MODE",
@@ -230,8 +210,9 @@ fn a_current_fleet_is_known_from_the_registry_without_visiting_any_schema() {
 #[test]
 fn missing_schemas_and_unregistered_lookalikes_are_reported_in_transaction_pooler_mode() {
     let db = temp_db("orphans");
-    let pool = TenantPool::builder().max_size(2).pooler_mode(PoolerMode::Transaction).build(&db.url).unwrap();
-    let mut admin = PgConnection::establish(&db.url).unwrap();
+    let pool =
+        TenantPool::builder().max_size(2).pooler_mode(PoolerMode::Transaction).build(db.url()).unwrap();
+    let mut admin = PgConnection::establish(db.url()).unwrap();
     let tenants = fleet(&pool, &mut admin, 3);
     // A registered tenant whose schema was dropped by hand...
     admin.batch_execute(&format!("DROP SCHEMA {} CASCADE", tenants[1].quoted())).unwrap();
@@ -267,11 +248,11 @@ fn missing_schemas_and_unregistered_lookalikes_are_reported_in_transaction_poole
 #[test]
 fn two_deploys_migrating_at_once_apply_each_migration_once() {
     let db = temp_db("two_deploys");
-    let mut admin = PgConnection::establish(&db.url).unwrap();
-    let tenants = fleet(&TenantPool::builder().max_size(1).build(&db.url).unwrap(), &mut admin, 6);
+    let mut admin = PgConnection::establish(db.url()).unwrap();
+    let tenants = fleet(&TenantPool::builder().max_size(1).build(db.url()).unwrap(), &mut admin, 6);
     let runs: Vec<_> = (0..2)
         .map(|_| {
-            let url = db.url.clone();
+            let url = db.url().to_owned();
             std::thread::spawn(move || {
                 let pool = TenantPool::builder().max_size(2).build(&url).unwrap();
                 migrate_all(&pool, migrations("fleet_v2"), MigrateOptions::new().jobs(2)).unwrap()
@@ -296,8 +277,8 @@ fn two_deploys_migrating_at_once_apply_each_migration_once() {
 #[test]
 fn migrations_that_cannot_run_in_a_transaction_are_refused_before_touching_tenants() {
     let db = temp_db("no_tx");
-    let pool = TenantPool::builder().max_size(1).build(&db.url).unwrap();
-    let mut admin = PgConnection::establish(&db.url).unwrap();
+    let pool = TenantPool::builder().max_size(1).build(db.url()).unwrap();
+    let mut admin = PgConnection::establish(db.url()).unwrap();
     let tenants = fleet(&pool, &mut admin, 1);
     let err = migrate_all(&pool, migrations("no_transaction"), MigrateOptions::new()).unwrap_err();
     match &err {
@@ -328,9 +309,9 @@ fn migrating_keeps_pooled_connections() {
             counter.fetch_add(1, Ordering::SeqCst);
             Box::new(Quiet)
         })
-        .build(&db.url)
+        .build(db.url())
         .unwrap();
-    let mut admin = PgConnection::establish(&db.url).unwrap();
+    let mut admin = PgConnection::establish(db.url()).unwrap();
     fleet(&pool, &mut admin, 3);
     let options = || MigrateOptions::new().lock_timeout(Some(Duration::from_secs(5))).verify_schemas(true);
     assert_eq!(migrate_all(&pool, migrations("fleet_v2"), options()).unwrap().counts.applied, 3);

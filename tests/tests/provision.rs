@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 
 use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
@@ -21,35 +21,8 @@ fn migrations(dir: &str) -> FileBasedMigrations {
     FileBasedMigrations::from_path(format!("{}/migrations/{dir}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
-/// A database of its own, for tests that look at every tenant or at `public`;
-/// dropped when the test ends.
-struct TempDb {
-    name: String,
-    url: String,
-}
-
-impl TempDb {
-    fn url(&self) -> &str {
-        &self.url
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        let _ = tenancy_tests::admin()
-            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name));
-    }
-}
-
-fn temp_db(tag: &str) -> TempDb {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let name = format!("prov_{tag}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-    let mut admin = tenancy_tests::admin();
-    // One statement per message: DROP/CREATE DATABASE refuse to run in a transaction block.
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).unwrap();
-    admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).unwrap();
-    let url = tenancy_devdb::replace_database(&tenancy_tests::url(), &name);
-    TempDb { name, url }
+fn temp_db(tag: &str) -> tenancy_devdb::TempDatabase {
+    tenancy_tests::temp_database(&format!("prov_{tag}"))
 }
 
 fn pool_on(url: &str) -> TenantPool {
