@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -303,6 +304,7 @@ impl TenantPoolBuilder {
                 connection_timeout: self.connection_timeout,
                 max_tenants_per_connection: self.max_tenants_per_connection,
                 affinity: self.affinity,
+                scope_epoch: AtomicU64::new(0),
             }),
         })
     }
@@ -353,6 +355,9 @@ struct PoolInner {
     connection_timeout: Duration,
     max_tenants_per_connection: Option<usize>,
     affinity: bool,
+    /// Bumped when a schema is dropped through this pool: every connection's
+    /// remembered scope from before is proven again before it is trusted.
+    scope_epoch: AtomicU64,
 }
 
 impl fmt::Debug for TenantPool {
@@ -392,6 +397,8 @@ enum Scope {
 struct PooledPg {
     conn: PgConnection,
     scope: Scope,
+    /// The pool's scope epoch when `scope` was last proven.
+    epoch: u64,
     tenants_served: HashSet<SchemaName>,
     retire: bool,
     last_used: Instant,
@@ -427,6 +434,7 @@ impl r2d2::ManageConnection for Manager {
         Ok(PooledPg {
             conn,
             scope: Scope::Unknown,
+            epoch: 0,
             tenants_served: HashSet::new(),
             retire: false,
             last_used: Instant::now(),
@@ -598,8 +606,24 @@ impl TenantPool {
         Tenant::new(self.clone(), schema)
     }
 
+    /// Makes every connection prove its scope again before it is trusted
+    /// (after a schema was dropped through this pool).
+    pub(crate) fn forget_scopes(&self) {
+        self.inner.scope_epoch.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Forgets a connection's scope if it was proven before the last [`forget_scopes`](Self::forget_scopes).
+    fn refresh(&self, mut pooled: r2d2::PooledConnection<Manager>) -> r2d2::PooledConnection<Manager> {
+        let epoch = self.inner.scope_epoch.load(Ordering::Relaxed);
+        if pooled.epoch != epoch {
+            pooled.scope = Scope::Unknown;
+            pooled.epoch = epoch;
+        }
+        pooled
+    }
+
     fn checkout(&self) -> Result<r2d2::PooledConnection<Manager>, TenancyError> {
-        self.inner.pool.get().map_err(|e| {
+        self.inner.pool.get().map(|pooled| self.refresh(pooled)).map_err(|e| {
             let message = e.to_string();
             let last_error = message
                 .strip_prefix("timed out waiting for connection")
@@ -627,7 +651,7 @@ impl TenantPool {
             return Ok(first);
         }
         let mut idle = vec![first];
-        while let Some(conn) = self.inner.pool.try_get() {
+        while let Some(conn) = self.inner.pool.try_get().map(|conn| self.refresh(conn)) {
             if target.matches(&conn.scope) {
                 return Ok(conn);
             }

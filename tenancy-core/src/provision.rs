@@ -216,5 +216,9 @@ pub fn drop_tenant(pool: &TenantPool, schema: &SchemaName) -> Result<(), Tenancy
         }
         conn.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", schema.quoted()))?;
         Ok(())
-    })
+    })?;
+    // Connections still scoped to the dropped schema must prove it again
+    // (and so report TenantNotFound) instead of being handed out as they are.
+    pool.forget_scopes();
+    Ok(())
 }

@@ -382,3 +382,16 @@ fn provisioning_and_dropping_keep_pooled_connections() {
     // The session guard found nothing to retire the one connection for.
     assert_eq!(opened.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn connections_still_scoped_to_a_dropped_tenant_report_tenant_not_found() {
+    let pool = TenantPool::builder().max_size(1).build(&tenancy_tests::url()).unwrap();
+    let tenant = unique_schema("dropped");
+    provision(&pool, &tenant, BASIC).unwrap();
+    // The pool's only connection now serves the tenant, and would need no statement to do so again.
+    drop(pool.tenant(&tenant).unwrap());
+    drop_tenant(&pool, &tenant).unwrap();
+    assert!(matches!(pool.tenant(&tenant), Err(TenancyError::TenantNotFound { .. })));
+    let in_tx = pool.transaction(&tenant, |_| Ok::<_, TenancyError>(()));
+    assert!(matches!(in_tx, Err(TenancyError::TenantNotFound { .. })), "{in_tx:?}");
+}
