@@ -686,6 +686,18 @@ impl Bench<'_> {
                 1,
                 naive_lookup(&plain_same, tenants, self.rotating(100)),
             ),
+            // Fewer tenants than connections: every tenant can keep a connection of its own.
+            Variant::new("tenant(), rotating over 4", 1, tenant_lookup(&ours, tenants, self.rotating(4))),
+            Variant::new(
+                "tenant(), rotating over 4, affinity off",
+                1,
+                tenant_lookup(&ours_no_affinity, tenants, self.rotating(4)),
+            ),
+            Variant::new(
+                "SET search_path per checkout, rotating over 4",
+                1,
+                naive_lookup(&plain_same, tenants, self.rotating(4)),
+            ),
             Variant::new(naive_many.clone(), 1, naive_lookup(&plain_same, tenants, many)),
             Variant::new(SWITCH_NO_REPLAN, 1, |_t| -> Op<'_> {
                 let plain_same = &plain_same;
