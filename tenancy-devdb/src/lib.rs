@@ -193,6 +193,8 @@ pub struct Cluster {
     dir: PathBuf,
     port: u16,
     run_as: Option<(u32, u32)>,
+    /// The watchdog shell, stopped on drop so that nothing outlives the cluster.
+    watchdog: Option<u32>,
 }
 
 impl Cluster {
@@ -213,7 +215,7 @@ impl Cluster {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
                 .map_err(|e| DevDbError::Cluster(format!("chown {}: {e}", dir.display())))?;
         }
-        let cluster = Cluster { bindir, dir, port: free_port()?, run_as };
+        let mut cluster = Cluster { bindir, dir, port: free_port()?, run_as, watchdog: None };
         cluster.initdb()?;
         cluster.launch()?;
         Ok(cluster)
@@ -251,7 +253,7 @@ impl Cluster {
 
     /// Starts the server with a watchdog that stops it and removes the
     /// directory once this process is gone.
-    fn launch(&self) -> Result<(), DevDbError> {
+    fn launch(&mut self) -> Result<(), DevDbError> {
         let pg_ctl = self.bindir.join("pg_ctl");
         let script = format!(
             r#"
@@ -261,6 +263,7 @@ impl Cluster {
               "{pg_ctl}" -D "{data}" -m immediate -w stop >/dev/null 2>&1
               rm -rf "{dir}"
             ) </dev/null >/dev/null 2>&1 &
+            echo $!
             "#,
             pg_ctl = pg_ctl.display(),
             data = self.data().display(),
@@ -278,7 +281,7 @@ impl Cluster {
                 .arg(&script)
                 .current_dir(&self.dir)
                 .stdin(Stdio::null())
-                .stdout(Stdio::null())
+                .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
             cmd.output().map_err(|e| DevDbError::Cluster(format!("pg_ctl start: {e}")))?
         };
@@ -286,6 +289,7 @@ impl Cluster {
             let log = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
             return Err(DevDbError::Cluster(format!("pg_ctl start failed: {log}")));
         }
+        self.watchdog = String::from_utf8_lossy(&status.stdout).trim().parse().ok();
         Ok(())
     }
 
@@ -361,6 +365,18 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // The watchdog first (and its `sleep`), so that nothing of the
+        // cluster is left running once the drop returns.
+        if let Some(pid) = self.watchdog.take() {
+            let children =
+                std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+            let _ = Command::new("kill")
+                .arg(pid.to_string())
+                .args(children.split_whitespace())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
         let _ = self
             .command("pg_ctl")
             .args(["-m", "immediate", "-w", "stop", "-D"])
