@@ -447,9 +447,10 @@ impl r2d2::ManageConnection for Manager {
     }
 
     fn has_broken(&self, conn: &mut PooledPg) -> bool {
+        // A transaction manager in error, or any transaction still open
+        // (diesel's own check lets test transactions through), is broken.
         std::thread::panicking()
             || conn.retire
-            || AnsiTransactionManager::is_broken_transaction_manager(&mut conn.conn)
             || AnsiTransactionManager::transaction_manager_status_mut(&mut conn.conn)
                 .transaction_depth()
                 .map_or(true, |depth| depth.is_some())
@@ -695,7 +696,9 @@ impl TenantPool {
             match pooled.switch(&self.search_path_for(schema), &literal) {
                 Ok(()) => {
                     pooled.scope = Scope::Tenant(schema.clone());
-                    pooled.tenants_served.insert(schema.clone());
+                    if self.inner.max_tenants_per_connection.is_some() {
+                        pooled.tenants_served.insert(schema.clone());
+                    }
                     return Ok(TenantConnection::new(pooled, self));
                 }
                 Err(e) if pooled.lost(&e) && attempt < self.attempts() => pooled.retire = true,
@@ -828,7 +831,9 @@ impl TenantPool {
                         // does not commit; `run_in_transaction` forgets it then.
                         pooled.scope = target.scope();
                         if let Target::Tenant(schema) = target {
-                            pooled.tenants_served.insert((*schema).clone());
+                            if self.inner.max_tenants_per_connection.is_some() {
+                                pooled.tenants_served.insert((*schema).clone());
+                            }
                         }
                     }
                     return Ok(TenantConnection::new(pooled, self));
@@ -1039,7 +1044,6 @@ impl TenantPool {
     /// Runs `f` in a transaction whose search path is exactly `path`
     /// (already quoted), with `SET LOCAL`. For the crate's own provisioning
     /// and migration code, which scopes to schemas that may not exist yet.
-    #[allow(dead_code)]
     pub(crate) fn scoped_transaction<T, E, F>(&self, path: &str, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut PgConnection) -> Result<T, E>,
