@@ -56,50 +56,21 @@ pub trait TenantContext {
     }
 }
 
-impl<C: TenantContext + ?Sized> TenantContext for &C {
-    fn tenant_pool(&self) -> &TenantPool {
-        (**self).tenant_pool()
-    }
-    fn tenant_schema(&self) -> &SchemaName {
-        (**self).tenant_schema()
-    }
+/// Contexts behind references and smart pointers are contexts too.
+macro_rules! forward_context {
+    ($($wrapper:ty),*) => {$(
+        impl<C: TenantContext + ?Sized> TenantContext for $wrapper {
+            fn tenant_pool(&self) -> &TenantPool {
+                (**self).tenant_pool()
+            }
+            fn tenant_schema(&self) -> &SchemaName {
+                (**self).tenant_schema()
+            }
+        }
+    )*};
 }
 
-impl<C: TenantContext + ?Sized> TenantContext for &mut C {
-    fn tenant_pool(&self) -> &TenantPool {
-        (**self).tenant_pool()
-    }
-    fn tenant_schema(&self) -> &SchemaName {
-        (**self).tenant_schema()
-    }
-}
-
-impl<C: TenantContext + ?Sized> TenantContext for Box<C> {
-    fn tenant_pool(&self) -> &TenantPool {
-        (**self).tenant_pool()
-    }
-    fn tenant_schema(&self) -> &SchemaName {
-        (**self).tenant_schema()
-    }
-}
-
-impl<C: TenantContext + ?Sized> TenantContext for std::sync::Arc<C> {
-    fn tenant_pool(&self) -> &TenantPool {
-        (**self).tenant_pool()
-    }
-    fn tenant_schema(&self) -> &SchemaName {
-        (**self).tenant_schema()
-    }
-}
-
-impl<C: TenantContext + ?Sized> TenantContext for std::rc::Rc<C> {
-    fn tenant_pool(&self) -> &TenantPool {
-        (**self).tenant_pool()
-    }
-    fn tenant_schema(&self) -> &SchemaName {
-        (**self).tenant_schema()
-    }
-}
+forward_context!(&C, &mut C, Box<C>, std::sync::Arc<C>, std::rc::Rc<C>);
 
 /// A pool bound to one tenant: the ready-made [`TenantContext`].
 ///
@@ -110,11 +81,16 @@ pub struct Tenant {
     schema: SchemaName,
 }
 
-impl Tenant {
-    pub(crate) fn new(pool: TenantPool, schema: SchemaName) -> Self {
-        Self { pool, schema }
+impl TenantPool {
+    /// A cheap, cloneable handle bound to one tenant, implementing
+    /// [`TenantContext`]. Nothing is checked here: a checkout through it
+    /// proves the tenant, and fails for anything but a registered tenant.
+    pub fn for_tenant(&self, schema: SchemaName) -> Tenant {
+        Tenant { pool: self.clone(), schema }
     }
+}
 
+impl Tenant {
     /// The tenant's schema.
     pub fn schema(&self) -> &SchemaName {
         &self.schema

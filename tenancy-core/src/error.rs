@@ -1,33 +1,59 @@
 //! [`TenancyError`]: everything that can go wrong, one variant per cause.
+//!
+//! Each message is printed once in a chain of sources: a variant either
+//! states its cause in its own message (and keeps it as a field), or shows
+//! it as its [`source`](std::error::Error::source), never both.
 
+use std::error::Error as StdError;
+use std::fmt;
 use std::time::Duration;
 
+use crate::layout::SchemaRole;
 use crate::schema_name::{SchemaName, SchemaNameError};
 
 /// The error type of every fallible operation in this crate.
 ///
-/// Each variant is one cause, and its message says what happened and what
-/// to do about it. Application error types usually wrap it with
-/// `#[from]`, which is what [`#[tenant_scoped]`](crate::tenant_scoped)
-/// relies on to convert checkout failures.
+/// Application error types usually wrap it with `#[from]`, which is what
+/// [`#[tenant_scoped]`](crate::tenant_scoped) relies on to convert checkout
+/// failures. Messages are safe to show to the people who run the service;
+/// for the clients of a web service, map the variants to responses (an
+/// unknown tenant is a 404, not its message).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TenancyError {
     /// A string was used as a tenant schema name but breaks a naming rule.
-    #[error("invalid schema name {name:?}: {source}")]
+    #[error("invalid schema name {name:?}: {reason}")]
     InvalidSchemaName {
         /// The rejected input, verbatim.
         name: String,
         /// The rule it breaks.
-        #[source]
-        source: SchemaNameError,
+        reason: SchemaNameError,
     },
 
-    /// The tenant's schema does not exist in the database.
-    #[error("tenant schema \"{schema}\" does not exist; provision it first (tenancy_core::provision)")]
+    /// The schema is not a registered, provisioned tenant: nothing of that
+    /// name is registered, its schema is gone, or it is being dropped or has
+    /// not finished provisioning.
+    #[error("\"{schema}\" is not a registered tenant")]
     TenantNotFound {
         /// The tenant that was asked for.
         schema: SchemaName,
+    },
+
+    /// The name is one the pool keeps for itself (its shared, registry or an
+    /// extension schema), so it can never be a tenant.
+    #[error("\"{schema}\" is this pool's {role} schema, not a tenant")]
+    ReservedSchema {
+        /// The name that was asked for.
+        schema: SchemaName,
+        /// What the pool uses it for.
+        role: SchemaRole,
+    },
+
+    /// The pool's shared schema does not exist.
+    #[error("the shared schema {schema:?} does not exist; create it, or configure another with TenantPoolBuilder::shared_schema")]
+    SharedSchemaMissing {
+        /// The configured shared schema.
+        schema: String,
     },
 
     /// No pooled connection became free within the pool's connection timeout.
@@ -44,62 +70,114 @@ pub enum TenancyError {
 
     /// Opening a connection to PostgreSQL failed.
     #[error("could not connect to PostgreSQL: {0}; check the database URL and that the server is running")]
-    Connection(#[from] diesel::ConnectionError),
+    Connection(diesel::ConnectionError),
 
     /// A statement failed in the database.
-    #[error("database error: {0}")]
+    #[error(transparent)]
     Database(#[from] diesel::result::Error),
 
     /// A session-scoped checkout was asked of a pool in transaction pooler mode.
     #[error(
-        "{operation} needs a session, but this pool is in transaction pooler mode (PgBouncer pool_mode=transaction), where session state leaks between clients; use TenantPool::transaction (or #[tenant_scoped(transaction)]) instead"
+        "{operation} needs a session of its own, but this pool is in transaction pooler mode (PgBouncer pool_mode=transaction), where session state leaks between clients; use {} instead",
+        alternative(operation)
     )]
     SessionRefused {
         /// What was refused, e.g. `TenantPool::tenant`.
         operation: &'static str,
     },
 
-    /// Behind a transaction pooler, a transaction body changed session state
-    /// (a session `SET`, `set_config(.., false)`, `PREPARE`, a temporary
-    /// table, a session advisory lock...). Committing would hand that state
-    /// to other clients of the pooler's server session, so the transaction
-    /// was rolled back instead.
+    /// A statement in a tenant transaction would have changed the session
+    /// beyond the transaction (a session `SET`, `set_config(.., false)`,
+    /// `PREPARE`, a temporary table, a session advisory lock, `LISTEN`), or
+    /// ended the pool's transaction itself (`COMMIT`, `ROLLBACK`). Behind a
+    /// transaction pooler every such change is refused before it is sent, or
+    /// found before `COMMIT`; ending the transaction is refused in every
+    /// mode. The whole transaction was rolled back: nothing of it committed.
     #[error(
-        "the transaction was rolled back: it changed session state (SET, set_config, PREPARE, a temporary table, a session advisory lock, ...), which behind a transaction pooler would reach other clients; use SET LOCAL or pg_advisory_xact_lock instead"
+        "the transaction was rolled back: a statement in it would have changed session state (SET, set_config, PREPARE, a temporary table, a session advisory lock, LISTEN) or ended the transaction (COMMIT, ROLLBACK); use SET LOCAL, set_config(.., true), pg_advisory_xact_lock, and nested transactions (conn.transaction) instead"
     )]
     SessionStateRefused,
 
-    /// A schema name given in the pool configuration is not allowed where it was used.
+    /// The connection a tenant transaction ran on was exchanged for another
+    /// one while the body ran (say with `std::mem::swap` on `&mut
+    /// PgConnection`). The transaction was rolled back.
+    #[error("the transaction was rolled back: its connection was exchanged for another one while it ran; do not move pooled connections")]
+    ConnectionReplaced,
+
+    /// A setting given to [`TenantPoolBuilder`](crate::TenantPoolBuilder) is not allowed.
+    #[error(transparent)]
+    InvalidConfig(#[from] ConfigError),
+
+    /// Superseded by [`TenancyError::InvalidConfig`] and
+    /// [`TenancyError::SharedSchemaMissing`]; this crate no longer returns it.
+    #[deprecated(note = "this crate returns `InvalidConfig` or `SharedSchemaMissing` instead")]
     #[error("invalid pool configuration: {0}")]
     Config(String),
 
-    /// A tenant schema is reserved and the operation on it was refused.
-    #[error("refused to {operation} schema {schema:?}: {reason}")]
+    /// An operation on a schema was refused, and nothing was changed.
+    #[error("refused to {operation} {schema:?}: {reason}")]
     Refused {
-        /// What was attempted, e.g. `drop`.
+        /// What was attempted, e.g. `provision`.
         operation: &'static str,
         /// The schema it was attempted on.
         schema: String,
         /// Why it was refused.
-        reason: String,
+        reason: RefusalReason,
     },
 
-    /// Running a migration failed.
-    #[error("migration failed for tenant \"{schema}\": {message}")]
+    /// `drop_tenant` could not take the locks it needs within its wait (the
+    /// tenant's tables stayed busy). Nothing was dropped, and the tenant
+    /// serves traffic again.
+    #[error("could not drop \"{schema}\" within {waited:?}: its tables stayed in use; nothing was dropped, and the tenant is served again; retry when it is quieter")]
+    TenantBusy {
+        /// The tenant.
+        schema: SchemaName,
+        /// How long the drop waited.
+        waited: Duration,
+    },
+
+    /// Running a migration failed; it was rolled back, and the ones before it were kept.
+    #[error("migration {migration} failed for tenant \"{schema}\" and was rolled back; the tenant stays at its last good version")]
     Migration {
         /// The tenant whose migration failed.
         schema: SchemaName,
-        /// What the migration runner reported.
-        message: String,
+        /// The migration that failed (diesel's name: version and name).
+        migration: String,
+        /// Why it failed.
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
     },
 
-    /// The migrations could not be read from their `MigrationSource`, or one
-    /// of them cannot run as a tenant migration.
-    #[error("could not use the migrations: {message}")]
+    /// The migrations could not be read from their `MigrationSource`.
+    #[error("could not read the migrations; check that the migrations directory exists and each migration has an up.sql")]
     MigrationSource {
         /// What the migration source reported.
-        message: String,
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
     },
+
+    /// A migration is marked `run_in_transaction = false`, but tenant
+    /// migrations run in one transaction per tenant.
+    #[error("migration {migration} is marked run_in_transaction = false, but tenant migrations run in one transaction per tenant (which also keeps them safe behind a transaction pooler); remove that setting from its metadata.toml, or run its statements outside tenancy")]
+    MigrationNotTransactional {
+        /// The migration.
+        migration: String,
+    },
+}
+
+/// The alternative to a checkout refused behind a transaction pooler.
+fn alternative(operation: &str) -> &'static str {
+    if operation.contains("shared") {
+        "TenantPool::shared_transaction"
+    } else {
+        "TenantPool::transaction (or #[tenant_scoped(transaction)])"
+    }
+}
+
+impl From<diesel::ConnectionError> for TenancyError {
+    fn from(error: diesel::ConnectionError) -> Self {
+        Self::Connection(error)
+    }
 }
 
 impl TenancyError {
@@ -107,6 +185,89 @@ impl TenancyError {
     pub fn is_tenant_not_found(&self) -> bool {
         matches!(self, Self::TenantNotFound { .. })
     }
+
+    pub(crate) fn invalid_name(name: &str, reason: SchemaNameError) -> Self {
+        Self::InvalidSchemaName { name: name.to_owned(), reason }
+    }
+}
+
+/// Why an operation on a schema was refused ([`TenancyError::Refused`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefusalReason {
+    /// A schema of that name exists but is not a registered tenant (an
+    /// application schema, or one created by hand). `provision` never takes
+    /// it over; [`adopt`](crate::adopt) makes it a tenant when that is meant.
+    SchemaNotATenant,
+    /// [`adopt`](crate::adopt) was asked for a schema that does not exist.
+    SchemaMissing,
+    /// The registry row has a value this version does not know; fix the row.
+    InvalidRegistryRow {
+        /// The column.
+        column: &'static str,
+        /// Its value.
+        value: String,
+    },
+}
+
+impl fmt::Display for RefusalReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::SchemaNotATenant => f.write_str(
+                "a schema of that name exists but is not a registered tenant; choose another name, or call adopt to make it one",
+            ),
+            Self::SchemaMissing => f.write_str("no schema of that name exists; provision it instead"),
+            Self::InvalidRegistryRow { column, value } => {
+                write!(f, "its registry row has {column} = {value:?}, which is not valid; fix the row")
+            }
+        }
+    }
+}
+
+/// A setting given to [`TenantPoolBuilder`](crate::TenantPoolBuilder) that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A schema setting is not a valid schema name.
+    #[error("{setting} {name:?} is not a valid schema name: {reason}")]
+    InvalidSchemaName {
+        /// The builder setting.
+        setting: &'static str,
+        /// The value given.
+        name: String,
+        /// The rule it breaks.
+        reason: SchemaNameError,
+    },
+    /// The shared and registry schemas are the same schema.
+    #[error("the shared schema and the registry schema are both {name:?}; the registry needs a schema of its own")]
+    SharedIsRegistry {
+        /// The schema.
+        name: String,
+    },
+    /// An extension schema is `public`, the shared or the registry schema,
+    /// which hold tables that tenant connections must never fall back to.
+    #[error("extension schema {name:?} is not allowed: extension schemas must hold only extensions, and `public`, the shared schema and the registry schema hold tables that tenant connections must never fall back to")]
+    ExtensionSchemaHoldsTables {
+        /// The schema.
+        name: String,
+    },
+    /// `max_size` is zero.
+    #[error("max_size must be at least 1")]
+    ZeroMaxSize,
+    /// `min_idle` exceeds `max_size`.
+    #[error("min_idle ({min_idle}) must not exceed max_size ({max_size})")]
+    MinIdleAboveMaxSize {
+        /// The `min_idle` given.
+        min_idle: u32,
+        /// The `max_size` given.
+        max_size: u32,
+    },
+    /// A duration that must be positive is zero.
+    #[error("{setting} must be longer than zero")]
+    ZeroDuration {
+        /// The builder setting.
+        setting: &'static str,
+    },
 }
 
 /// Parses a tenant name, keeping the rejected input in the error.
@@ -116,5 +277,33 @@ impl TenancyError {
 /// assert!(matches!(err, tenancy_core::TenancyError::InvalidSchemaName { .. }));
 /// ```
 pub fn parse_schema(name: &str) -> Result<SchemaName, TenancyError> {
-    SchemaName::new(name).map_err(|source| TenancyError::InvalidSchemaName { name: name.to_owned(), source })
+    SchemaName::new(name).map_err(|reason| TenancyError::invalid_name(name, reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every message once: a variant that states its cause exposes no source.
+    #[test]
+    fn causes_are_printed_once_in_a_chain() {
+        let error = parse_schema("Acme").unwrap_err();
+        assert!(error.to_string().contains("lowercase"), "{error}");
+        assert!(error.source().is_none());
+        let error = TenancyError::Migration {
+            schema: crate::schema!("acme"),
+            migration: String::from("2024_x"),
+            source: "boom".into(),
+        };
+        assert!(!error.to_string().contains("boom"));
+        assert_eq!(error.source().map(ToString::to_string).as_deref(), Some("boom"));
+    }
+
+    #[test]
+    fn refused_sessions_name_the_call_to_use() {
+        let shared = TenancyError::SessionRefused { operation: "TenantPool::shared" }.to_string();
+        assert!(shared.contains("shared_transaction"), "{shared}");
+        let tenant = TenancyError::SessionRefused { operation: "TenantPool::tenant" }.to_string();
+        assert!(tenant.contains("TenantPool::transaction"), "{tenant}");
+    }
 }

@@ -66,18 +66,22 @@
 mod context;
 mod error;
 mod guard;
+mod layout;
 mod migrate;
 mod pool;
 mod provision;
 mod registry;
 mod schema_name;
+mod sql;
+mod tenants;
 
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
 
 pub use context::{Tenant, TenantContext};
-pub use error::{parse_schema, TenancyError};
+pub use error::{parse_schema, ConfigError, RefusalReason, TenancyError};
+pub use layout::SchemaRole;
 pub use migrate::{
     migrate_all, MigrateOptions, MigrationCounts, MigrationReport, Progress, TenantMigration, TenantOutcome,
 };
@@ -85,12 +89,11 @@ pub use pool::{
     InstrumentationFactory, PoolState, PoolerMode, SharedConnection, TenantConnection, TenantPool,
     TenantPoolBuilder,
 };
-pub use provision::{drop_tenant, provision, Provisioned};
-pub use registry::{
-    list_tenants, tenant_exists, tenant_record, TenantRecord, TenantState, UnknownTenantState,
-};
+pub use provision::{adopt, drop_tenant, provision, Provisioned};
+pub use registry::{TenantRecord, TenantState, UnknownTenantState};
 pub use schema_name::{SchemaName, SchemaNameError, DEFAULT_REGISTRY_SCHEMA, MAX_LEN};
 pub use tenancy_macros::tenant_scoped;
+pub use tenants::{list_tenants, tenant_exists, tenant_record};
 
 /// Re-exported so that users and generated code name one diesel.
 pub use diesel;

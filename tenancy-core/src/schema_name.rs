@@ -6,6 +6,8 @@ use std::hash::{Hash, Hasher};
 use std::str::FromStr;
 use std::sync::Arc;
 
+use crate::sql::quote_ident;
+
 /// The longest identifier PostgreSQL keeps without truncating (`NAMEDATALEN - 1`).
 pub const MAX_LEN: usize = 63;
 
@@ -307,20 +309,6 @@ pub(crate) const fn literal(name: &'static str) -> SchemaName {
     }
 }
 
-/// Double-quotes an identifier, doubling embedded quotes.
-pub(crate) fn quote_ident(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 2);
-    out.push('"');
-    for c in name.chars() {
-        if c == '"' {
-            out.push('"');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
-}
-
 impl fmt::Display for SchemaName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -449,77 +437,5 @@ macro_rules! schema {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accepts_valid_names() {
-        for ok in [
-            "a",
-            "_",
-            "acme",
-            "tenant_42",
-            "_private",
-            "a1",
-            &"a".repeat(63),
-            "pgx",
-            "pg",
-            "publicity",
-            "tenancy2",
-        ] {
-            assert!(SchemaName::new(ok).is_ok(), "{ok} should be accepted");
-        }
-    }
-
-    #[test]
-    fn each_rule_has_its_own_variant() {
-        use SchemaNameError::*;
-        let cases: &[(&str, SchemaNameError)] = &[
-            ("", Empty),
-            ("Acme", Uppercase { position: 0, found: 'A' }),
-            ("acmE", Uppercase { position: 3, found: 'E' }),
-            ("1acme", InvalidStart { found: '1' }),
-            ("ac-me", InvalidCharacter { position: 2, found: '-' }),
-            ("ac me", InvalidCharacter { position: 2, found: ' ' }),
-            ("ac\"me", InvalidCharacter { position: 2, found: '"' }),
-            ("acme;drop", InvalidCharacter { position: 4, found: ';' }),
-            ("-acme", InvalidCharacter { position: 0, found: '-' }),
-            ("acmé", NonAscii { position: 3 }),
-            ("pg_x", ReservedPrefix),
-            ("public", Reserved { name: "public" }),
-            ("information_schema", Reserved { name: "information_schema" }),
-            ("tenancy", RegistrySchema),
-        ];
-        for (input, expected) in cases {
-            assert_eq!(SchemaName::new(input).as_ref().err(), Some(expected), "input {input:?}");
-        }
-        assert_eq!(SchemaName::new(&"a".repeat(64)), Err(TooLong { len: 64 }));
-    }
-
-    #[test]
-    fn messages_name_the_rule() {
-        let e = SchemaName::new("Acme").unwrap_err();
-        assert!(e.to_string().contains("lowercase"), "{e}");
-        let e = SchemaName::new(&"a".repeat(64)).unwrap_err();
-        assert!(e.to_string().contains("63 bytes"), "{e}");
-        let e = SchemaName::new("pg_x").unwrap_err();
-        assert!(e.to_string().contains("pg_"), "{e}");
-    }
-
-    #[test]
-    fn static_and_shared_names_compare_equal() {
-        let a = crate::schema!("acme");
-        let b = SchemaName::new("acme").unwrap();
-        assert_eq!(a, b);
-        let mut h1 = std::collections::hash_map::DefaultHasher::new();
-        let mut h2 = std::collections::hash_map::DefaultHasher::new();
-        a.hash(&mut h1);
-        b.hash(&mut h2);
-        assert_eq!(h1.finish(), h2.finish());
-    }
-
-    #[test]
-    fn quoting_doubles_quotes() {
-        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
-    }
-}
+#[path = "schema_name_tests.rs"]
+mod tests;

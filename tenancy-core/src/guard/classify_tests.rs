@@ -1,0 +1,215 @@
+use super::*;
+
+fn effects(sql: &str) -> Effects {
+    classify(sql, &Catalog::default(), false)
+}
+
+fn assert_effects(cases: &[(&str, Effects)]) {
+    for (sql, expected) in cases {
+        assert_eq!(effects(sql), *expected, "{sql}");
+    }
+}
+
+#[test]
+fn everyday_statements_leave_nothing() {
+    for sql in [
+        r#"SELECT "items"."id", "items"."tenant" FROM "items" WHERE ("items"."id" = $1)"#,
+        r#"UPDATE "items" SET "body" = $1 WHERE ("items"."id" = $2)"#,
+        r#"DELETE FROM "items" WHERE ("items"."id" = ANY($1))"#,
+        "SELECT COUNT(*) FROM items",
+        "SELECT lower(name), coalesce(a, b), max(id) FROM t GROUP BY 1",
+        "SELECT 'set search_path to public; SET role x'",
+        "SELECT 1 -- reset all",
+        "SELECT 1 /* ; set search_path to x */",
+        "SELECT temp FROM weather",
+        r#"SELECT "temp" FROM "create""#,
+        "SELECT $$ it's $$ || 'x'",
+        "DECLARE c CURSOR FOR SELECT 1",
+        "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+        "SET LOCAL statement_timeout = 1",
+        "SELECT set_config('statement_timeout', '1', true)",
+        "SELECT set_config('app.tenant', $1, 't')",
+        "CREATE TABLE t (id bigint)",
+        "CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$BEGIN PERFORM set_config('a','b',false); END$$",
+        "SAVEPOINT s; RELEASE SAVEPOINT s; ROLLBACK TO SAVEPOINT s",
+        "SHOW search_path",
+        "DISCARD PLANS",
+        "DISCARD SEQUENCES",
+        "UNLISTEN *",
+        "SELECT pg_advisory_xact_lock(1)",
+        "SELECT now(), random(), gen_random_uuid()",
+        "EXPLAIN SELECT * FROM items",
+        "(SELECT 1)",
+        "SELECT * FROM items FOR UPDATE",
+        "LOCK TABLE items IN ACCESS EXCLUSIVE MODE",
+    ] {
+        assert_eq!(effects(sql), Effects::NONE, "{sql}");
+    }
+}
+
+#[test]
+fn search_path_changes_are_seen_however_they_are_spelt() {
+    for sql in [
+        "SET search_path TO public",
+        "set SESSION search_path = x",
+        "SET \"search_path\" TO x",
+        "SET SCHEMA 'x'",
+        "RESET search_path",
+        "select 1; SET search_path TO x",
+        "SELECT 1; --\rSET search_path TO public",
+        "SELECT 1; --\nSET search_path TO public",
+        "/* a /* b */ ; */ SET search_path TO x",
+        "SELECT set_config('search_path', 'x', false)",
+        "SELECT set_config('SEARCH_PATH', 'x', false)",
+        "SELECT set_config(E'search\\137path', 'x', false)",
+        "SELECT pg_catalog.set_config('search_path', 'x', false)",
+        "SELECT \"set_config\"('search_path', 'x', false)",
+        r#"SELECT U&"\0073et_config"('search_path', 'x', false)"#,
+        r#"SELECT U&"!0073et_config" UESCAPE '!' ('search_path', 'x', false)"#,
+        "SELECT set_config('search_path', 'x', 1 = 1)",
+        "WITH s AS (SELECT set_config('search_path', 'x', false)) SELECT * FROM s",
+        "UPDATE pg_settings SET setting = 'x' WHERE name = 'search_path'",
+        "update PG_CATALOG.PG_SETTINGS set setting = '\"beta\"' where name = 'search_path'",
+        "EXPLAIN ANALYZE UPDATE pg_settings SET setting = 'x' WHERE name = 'search_path'",
+        "EXPLAIN (ANALYZE, BUFFERS) UPDATE \"pg_catalog\".\"pg_settings\" SET \"setting\" = $1 WHERE (\"pg_settings\".\"name\" = $2)",
+    ] {
+        assert!(effects(sql).contains(Effects::SEARCH_PATH), "{sql}: {:?}", effects(sql));
+    }
+}
+
+#[test]
+fn local_scoping_is_told_apart() {
+    assert_effects(&[
+        ("SET LOCAL search_path TO x", Effects::LOCAL_SEARCH_PATH),
+        ("SELECT set_config('search_path', 'x', true)", Effects::LOCAL_SEARCH_PATH),
+        ("SELECT set_config('statement_timeout', '1', TRUE)", Effects::NONE),
+        ("SELECT set_config('statement_timeout', '1', false)", Effects::SETTING),
+        ("SELECT set_config($1, $2, false)", Effects::SEARCH_PATH | Effects::SETTING),
+    ]);
+}
+
+#[test]
+fn session_state_is_seen() {
+    assert_effects(&[
+        ("RESET ALL", Effects::SEARCH_PATH | Effects::SETTING),
+        ("SET role = other", Effects::SETTING),
+        ("SET TIME ZONE 'UTC'", Effects::SETTING),
+        ("SET SESSION AUTHORIZATION other", Effects::SETTING),
+        ("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", Effects::SETTING),
+        ("RESET ROLE", Effects::SETTING),
+        ("SET statement_timeout = 1", Effects::SETTING),
+        ("CREATE TEMP TABLE items (id int)", Effects::TEMPORARY),
+        ("CREATE TEMPORARY TABLE items (id int)", Effects::TEMPORARY),
+        ("CREATE OR REPLACE TEMP VIEW items AS SELECT 1", Effects::TEMPORARY),
+        ("CREATE LOCAL TEMPORARY TABLE items (id int)", Effects::TEMPORARY),
+        ("CREATE TABLE pg_temp.items (id int)", Effects::TEMPORARY),
+        ("CREATE UNLOGGED TABLE pg_temp_3.items (id int)", Effects::TEMPORARY),
+        ("EXPLAIN ANALYZE CREATE TEMP TABLE items AS SELECT 1", Effects::TEMPORARY),
+        ("SELECT * INTO TEMP t FROM items", Effects::TEMPORARY),
+        ("SELECT * INTO LOCAL TEMP items FROM t", Effects::TEMPORARY),
+        ("PREPARE p AS SELECT 1", Effects::PREPARED),
+        ("DECLARE c CURSOR WITH HOLD FOR SELECT 1", Effects::CURSOR),
+        ("SELECT pg_advisory_lock(1)", Effects::ADVISORY_LOCK),
+        ("SELECT pg_try_advisory_lock_shared(1)", Effects::ADVISORY_LOCK),
+        ("SELECT 1; LISTEN x", Effects::LISTEN),
+        ("SELECT nextval('items_id_seq')", Effects::SEQUENCES),
+        ("INSERT INTO items (tenant) VALUES ($1)", Effects::SEQUENCES),
+        ("UPDATE items SET id = DEFAULT", Effects::SEQUENCES),
+        ("DISCARD ALL", Effects::UNRESTORABLE),
+        ("DEALLOCATE ALL", Effects::UNRESTORABLE),
+        ("LOAD 'auto_explain'", Effects::UNRESTORABLE),
+        ("SELECT setseed(0.5)", Effects::UNRESTORABLE),
+        ("SELECT ext.dblink_connect('x')", Effects::UNRESTORABLE),
+        ("DO $$BEGIN SET search_path TO b; END$$", Effects::OPAQUE),
+        ("CALL p()", Effects::OPAQUE),
+        ("EXECUTE p", Effects::OPAQUE),
+        ("SELECT my_function()", Effects::OPAQUE),
+        ("SELECT app.f(1)", Effects::OPAQUE),
+        ("VACUUM", Effects::NONE),
+        ("FROBNICATE everything", Effects::OPAQUE),
+    ]);
+}
+
+#[test]
+fn transaction_control_is_seen_unless_announced() {
+    assert_effects(&[
+        ("BEGIN", Effects::BEGINS),
+        ("START TRANSACTION", Effects::BEGINS),
+        ("COMMIT", Effects::ENDS),
+        ("END", Effects::ENDS),
+        ("ROLLBACK", Effects::ENDS),
+        ("ABORT", Effects::ENDS),
+        ("COMMIT AND CHAIN", Effects::ENDS),
+        ("PREPARE TRANSACTION 'x'", Effects::ENDS),
+        ("BEGIN; INSERT INTO t DEFAULT VALUES", Effects::BEGINS | Effects::SEQUENCES),
+    ]);
+    let catalog = Catalog::default();
+    assert_eq!(classify("BEGIN", &catalog, true), Effects::NONE);
+    assert_eq!(classify("COMMIT", &catalog, true), Effects::NONE);
+    // Only the statement diesel announced is expected.
+    assert_eq!(classify("BEGIN; COMMIT", &catalog, true), Effects::ENDS);
+    assert!(classify("BEGIN; SET search_path TO x", &catalog, true).contains(Effects::SEARCH_PATH));
+}
+
+#[test]
+fn standard_conforming_strings_off_is_read_too() {
+    // With standard_conforming_strings off the string ends at the second
+    // quote, and the SET is a statement.
+    let sql = r"SELECT 'a\'; SET search_path TO public; --'";
+    assert!(effects(sql).contains(Effects::SEARCH_PATH), "{:?}", effects(sql));
+}
+
+#[test]
+fn atomic_bodies_are_one_statement() {
+    let sql = "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END";
+    assert!(!effects(sql).intersects(Effects::ENDS | Effects::BEGINS), "{:?}", effects(sql));
+}
+
+#[test]
+fn catalog_from_the_server_decides_functions() {
+    let catalog = Catalog::with_harmless([String::from("my_pure")], []);
+    assert_eq!(classify("SELECT my_pure(1)", &catalog, false), Effects::NONE);
+    assert_eq!(classify("SELECT count(*)", &catalog, false), Effects::OPAQUE);
+    assert_eq!(classify("SELECT random()", &catalog, false), Effects::NONE);
+}
+
+#[test]
+fn the_fast_path_accepts_dsl_and_agrees_with_the_classifier() {
+    let dsl = [
+        r#"SELECT "items"."id", "items"."tenant" FROM "items" WHERE ("items"."id" = $1)"#,
+        r#"UPDATE "items" SET "body" = $1 WHERE ("items"."id" = $2)"#,
+        r#"DELETE FROM "items" WHERE ("items"."id" = ANY($1))"#,
+        r#"SELECT COUNT(*) FROM "items""#,
+        r#"SELECT "items"."id" FROM "items" WHERE (("items"."id" > $1) AND ("items"."tenant" IN ($2, $3))) ORDER BY "items"."id" DESC LIMIT $4 OFFSET $5"#,
+        "  select count(*) from items",
+    ];
+    for sql in dsl {
+        assert_eq!(fast_path(sql), Some(Effects::NONE), "{sql}");
+        assert_eq!(effects(sql), Effects::NONE, "{sql}");
+    }
+    for sql in [
+        "SELECT set_config('search_path', 'public', false)",
+        "select pg_catalog.SET_CONFIG('search_path', 'b', false)",
+        r#"SELECT "set_config"('search_path', 'public', false)"#,
+        r#"SELECT U&"\0073et_config"('search_path', 'b', false)"#,
+        "UPDATE pg_settings SET setting = 'x'",
+        "SELECT 1; SET search_path TO public",
+        "SELECT 1 --\rSET search_path TO x",
+        "SELECT * INTO TEMP t FROM items",
+        "SELECT nextval('s')",
+        "UPDATE items SET id = DEFAULT",
+        "INSERT INTO items DEFAULT VALUES",
+        "SET search_path TO public",
+        "SELECT a$b FROM t",
+    ] {
+        assert_eq!(fast_path(sql), None, "{sql}");
+    }
+}
+
+#[test]
+fn degenerate_input_is_classified_without_panicking() {
+    for sql in ["'", "\"", "$", "$$", "$a$", "/*", "--", "e'\\", "u&\"", ";;;", "", "$1$", "SET", "RESET", "set_config(", "SELECT set_config(", "EXPLAIN (", "EXPLAIN ANALYZE", "(((", ")))"] {
+        let _ = effects(sql);
+        let _ = fast_path(sql);
+    }
+}

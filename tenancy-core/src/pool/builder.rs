@@ -1,0 +1,381 @@
+//! [`TenantPoolBuilder`] and [`PoolerMode`]: every setting has a default, and
+//! every check returns a typed error ([`ConfigError`]) instead of panicking.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::connection::Instrumentation;
+use diesel::prelude::*;
+use diesel::sql_types::Text;
+
+use super::manager::Manager;
+use super::roster::Roster;
+use super::{PoolInner, TenantPool};
+use crate::error::{ConfigError, TenancyError};
+use crate::guard::Catalog;
+use crate::layout::Layout;
+use crate::schema_name::DEFAULT_REGISTRY_SCHEMA;
+
+/// How the pool's connections reach PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PoolerMode {
+    /// Direct connections, or a pooler in session mode: every connection is a
+    /// PostgreSQL session of its own. All checkouts are allowed, and each
+    /// connection keeps its tenant between checkouts.
+    #[default]
+    Session,
+    /// Behind a pooler in transaction mode (PgBouncer `pool_mode =
+    /// transaction`), where consecutive transactions of one client may run on
+    /// different server sessions and session state leaks between clients.
+    ///
+    /// Only [`TenantPool::transaction`] and [`TenantPool::shared_transaction`]
+    /// work (they scope with `SET LOCAL`, which cannot leak); session
+    /// checkouts are refused with [`TenancyError::SessionRefused`], diesel's
+    /// prepared-statement cache is disabled (prepared statements live in
+    /// server sessions), and statements that would change the server
+    /// session are refused before they are sent.
+    Transaction,
+}
+
+/// A factory for the diesel [`Instrumentation`] installed on each new connection.
+pub type InstrumentationFactory = Arc<dyn Fn() -> Box<dyn Instrumentation> + Send + Sync>;
+
+/// Configures and builds a [`TenantPool`]. Every setting has a default.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tenancy_core::{PoolerMode, TenantPool};
+///
+/// let pool = TenantPool::builder()
+///     .max_size(16)
+///     .connection_timeout(Duration::from_secs(5))
+///     .extension_schemas(["extensions"])
+///     .build("postgres://localhost/app")?;
+/// # Ok::<(), tenancy_core::TenancyError>(())
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct TenantPoolBuilder {
+    pub(super) max_size: u32,
+    min_idle: Option<u32>,
+    pub(super) connection_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    max_lifetime: Option<Duration>,
+    test_on_check_out: bool,
+    shared_schema: String,
+    registry_schema: String,
+    extension_schemas: Vec<String>,
+    pub(super) pooler_mode: PoolerMode,
+    statement_cache: bool,
+    pub(super) max_tenants_per_connection: Option<usize>,
+    session_guard: bool,
+    pub(super) affinity: bool,
+    tenant_cache_ttl: Duration,
+    drop_notifications: bool,
+    instrumentation: Option<InstrumentationFactory>,
+}
+
+impl Default for TenantPoolBuilder {
+    fn default() -> Self {
+        Self {
+            max_size: 10,
+            min_idle: None,
+            connection_timeout: Duration::from_secs(30),
+            idle_timeout: Some(Duration::from_secs(10 * 60)),
+            max_lifetime: Some(Duration::from_secs(30 * 60)),
+            test_on_check_out: false,
+            shared_schema: String::from("public"),
+            registry_schema: String::from(DEFAULT_REGISTRY_SCHEMA),
+            extension_schemas: Vec::new(),
+            pooler_mode: PoolerMode::Session,
+            statement_cache: true,
+            max_tenants_per_connection: None,
+            session_guard: true,
+            affinity: true,
+            tenant_cache_ttl: Duration::from_secs(60),
+            drop_notifications: true,
+            instrumentation: None,
+        }
+    }
+}
+
+impl fmt::Debug for TenantPoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantPoolBuilder")
+            .field("max_size", &self.max_size)
+            .field("min_idle", &self.min_idle)
+            .field("connection_timeout", &self.connection_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("test_on_check_out", &self.test_on_check_out)
+            .field("shared_schema", &self.shared_schema)
+            .field("registry_schema", &self.registry_schema)
+            .field("extension_schemas", &self.extension_schemas)
+            .field("pooler_mode", &self.pooler_mode)
+            .field("statement_cache", &self.statement_cache)
+            .field("max_tenants_per_connection", &self.max_tenants_per_connection)
+            .field("session_guard", &self.session_guard)
+            .field("affinity", &self.affinity)
+            .field("tenant_cache_ttl", &self.tenant_cache_ttl)
+            .field("drop_notifications", &self.drop_notifications)
+            .field("instrumentation", &self.instrumentation.is_some())
+            .finish()
+    }
+}
+
+impl TenantPoolBuilder {
+    /// Maximum number of connections, idle or in use. Default: 10.
+    pub fn max_size(mut self, max_size: u32) -> Self {
+        self.max_size = max_size;
+        self
+    }
+
+    /// Idle connections kept open. Default: `None`, meaning `max_size`.
+    pub fn min_idle(mut self, min_idle: Option<u32>) -> Self {
+        self.min_idle = min_idle;
+        self
+    }
+
+    /// How long a checkout waits for a free connection before
+    /// [`TenancyError::PoolTimeout`]. Default: 30 seconds.
+    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
+        self.connection_timeout = timeout;
+        self
+    }
+
+    /// Idle connections are closed after this long. Default: 10 minutes.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Connections are closed after this long, busy or not, the next time
+    /// they are returned. Bounds the per-backend catalog cache. Default: 30 minutes.
+    pub fn max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
+        self.max_lifetime = lifetime;
+        self
+    }
+
+    /// Ping (`SELECT 1`) every connection before handing it out. Default:
+    /// `false`: it costs a round trip per checkout, and a dead connection is
+    /// found on first use anyway (its error reaches the caller and the
+    /// connection is discarded; tenant transactions retry their opening
+    /// statement on a fresh connection by themselves).
+    pub fn test_on_check_out(mut self, test: bool) -> Self {
+        self.test_on_check_out = test;
+        self
+    }
+
+    /// The schema holding tables shared by all tenants, used by
+    /// [`TenantPool::shared`]. Default: `public`.
+    pub fn shared_schema(mut self, schema: impl Into<String>) -> Self {
+        self.shared_schema = schema.into();
+        self
+    }
+
+    /// The schema of the tenant registry (see [`crate::provision`]). Default: `tenancy`.
+    pub fn registry_schema(mut self, schema: impl Into<String>) -> Self {
+        self.registry_schema = schema.into();
+        self
+    }
+
+    /// Schemas holding only extensions (types and functions, never tables),
+    /// appended after the tenant's schema in every search path, so that
+    /// extension functions and types stay reachable from tenant connections.
+    /// `public`, the shared and the registry schema are refused here: tables
+    /// there would become a silent fallback. Default: none, so the search
+    /// path is exactly the tenant.
+    pub fn extension_schemas<I, S>(mut self, schemas: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.extension_schemas = schemas.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How connections reach PostgreSQL; see [`PoolerMode`]. Default: [`PoolerMode::Session`].
+    pub fn pooler_mode(mut self, mode: PoolerMode) -> Self {
+        self.pooler_mode = mode;
+        self
+    }
+
+    /// Keep diesel's prepared-statement cache on each connection. Default:
+    /// `true`; always off in [`PoolerMode::Transaction`].
+    pub fn statement_cache(mut self, enabled: bool) -> Self {
+        self.statement_cache = enabled;
+        self
+    }
+
+    /// Retire a connection once it has served this many distinct tenants.
+    ///
+    /// Every schema a backend touches adds its tables to that backend's
+    /// catalog cache, so with thousands of tenants a long-lived connection's
+    /// memory grows with every tenant it serves. Retiring after `k` tenants
+    /// bounds it. Default: `None` (bounded only by `max_lifetime`).
+    pub fn max_tenants_per_connection(mut self, k: Option<usize>) -> Self {
+        self.max_tenants_per_connection = k;
+        self
+    }
+
+    /// Read the statements borrowers send, and restore or retire connections
+    /// whose session they changed (see the crate docs on borrowers).
+    /// Default: `true`. Turn it off only when every statement sent through
+    /// the pool is known not to change session state.
+    pub fn session_guard(mut self, enabled: bool) -> Self {
+        self.session_guard = enabled;
+        self
+    }
+
+    /// Prefer an idle connection that already serves the requested tenant
+    /// over the most recently returned one. A switch costs a round trip plus
+    /// PostgreSQL re-planning cached statements; with skewed traffic this
+    /// turns most switches into hits. Default: `true`.
+    pub fn tenant_affinity(mut self, enabled: bool) -> Self {
+        self.affinity = enabled;
+        self
+    }
+
+    /// How long a proof that a tenant is registered is trusted before it is
+    /// proven again (in the same message as the checkout's own statement,
+    /// or as the one statement of a checkout that would otherwise send
+    /// none). Drops through this library reach every pool at once, in this
+    /// process directly and in others by notification; this bounds how long
+    /// a registry row deleted or a schema dropped by hand stays served.
+    /// `Duration::ZERO` proves the tenant on every checkout. Default: 60 seconds.
+    pub fn tenant_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.tenant_cache_ttl = ttl;
+        self
+    }
+
+    /// Listen (on one extra connection of the pool's own, outside `max_size`)
+    /// for tenants dropped or fenced by other processes, so that their
+    /// connections stop serving them at once instead of after
+    /// [`tenant_cache_ttl`](Self::tenant_cache_ttl). Default: `true`; off
+    /// in [`PoolerMode::Transaction`], where a pooled `LISTEN` does not work.
+    pub fn drop_notifications(mut self, enabled: bool) -> Self {
+        self.drop_notifications = enabled;
+        self
+    }
+
+    /// Install a diesel [`Instrumentation`] on every new connection (for
+    /// logging, metrics or counting statements); it sees every event,
+    /// including the pool's own statements. Instrumentation set on a
+    /// checked-out connection directly would displace the pool's own, so the
+    /// pool retires such a connection when it comes back.
+    pub fn instrumentation<F>(mut self, factory: F) -> Self
+    where
+        F: Fn() -> Box<dyn Instrumentation> + Send + Sync + 'static,
+    {
+        self.instrumentation = Some(Arc::new(factory));
+        self
+    }
+
+    fn check(&self) -> Result<Layout, ConfigError> {
+        if self.max_size == 0 {
+            return Err(ConfigError::ZeroMaxSize);
+        }
+        if let Some(min_idle) = self.min_idle.filter(|&m| m > self.max_size) {
+            return Err(ConfigError::MinIdleAboveMaxSize { min_idle, max_size: self.max_size });
+        }
+        for (setting, duration) in [
+            ("connection_timeout", Some(self.connection_timeout)),
+            ("idle_timeout", self.idle_timeout),
+            ("max_lifetime", self.max_lifetime),
+        ] {
+            if duration == Some(Duration::ZERO) {
+                return Err(ConfigError::ZeroDuration { setting });
+            }
+        }
+        Layout::new(&self.shared_schema, &self.registry_schema, &self.extension_schemas)
+    }
+
+    /// Checks the configuration, opens one connection to fail fast on a bad
+    /// URL or an unreachable server (and to read which built-in functions
+    /// the session guard can trust), and builds the pool.
+    pub fn build(self, database_url: &str) -> Result<TenantPool, TenancyError> {
+        let layout = self.check()?;
+        let mut first = PgConnection::establish(database_url)?;
+        let catalog = Arc::new(read_catalog(&mut first)?);
+        static POOL_IDS: AtomicU64 = AtomicU64::new(1);
+        let pool_id = POOL_IDS.fetch_add(1, Ordering::Relaxed);
+        let listen = self.drop_notifications && self.pooler_mode == PoolerMode::Session;
+        let roster = Roster::new(
+            self.tenant_cache_ttl,
+            listen.then(|| (first, database_url.to_owned(), layout.registry().to_owned())),
+        );
+        let manager = Manager {
+            url: database_url.to_owned(),
+            pool_id,
+            statement_cache: self.statement_cache && self.pooler_mode == PoolerMode::Session,
+            session_guard: self.session_guard,
+            track_served: self.max_tenants_per_connection.is_some(),
+            catalog,
+            instrumentation: self.instrumentation.clone(),
+        };
+        let pool = r2d2::Pool::builder()
+            .max_size(self.max_size)
+            .min_idle(self.min_idle)
+            .connection_timeout(self.connection_timeout)
+            .idle_timeout(self.idle_timeout)
+            .max_lifetime(self.max_lifetime)
+            .test_on_check_out(self.test_on_check_out)
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .build_unchecked(manager);
+        Ok(TenantPool {
+            inner: Arc::new(PoolInner {
+                pool,
+                id: pool_id,
+                layout,
+                roster,
+                pooler_mode: self.pooler_mode,
+                connection_timeout: self.connection_timeout,
+                max_tenants_per_connection: self.max_tenants_per_connection,
+                affinity: self.affinity,
+            }),
+        })
+    }
+}
+
+/// What the session guard may trust, read from the server: its immutable and
+/// stable built-in functions, and its catalog relations with write rules.
+fn read_catalog(conn: &mut PgConnection) -> Result<Catalog, TenancyError> {
+    #[derive(QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = Text)]
+        name: String,
+    }
+    let functions: Vec<Name> = diesel::sql_query(Catalog::FUNCTIONS_SQL).load(conn)?;
+    let relations: Vec<Name> = diesel::sql_query(Catalog::RELATIONS_SQL).load(conn)?;
+    Ok(Catalog::with_harmless(functions.into_iter().map(|n| n.name), relations.into_iter().map(|n| n.name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_r2d2_would_panic_on_are_typed_errors() {
+        let check = |b: TenantPoolBuilder| b.check().err();
+        assert_eq!(check(TenantPool::builder().max_size(0)), Some(ConfigError::ZeroMaxSize));
+        assert_eq!(
+            check(TenantPool::builder().max_size(2).min_idle(Some(3))),
+            Some(ConfigError::MinIdleAboveMaxSize { min_idle: 3, max_size: 2 })
+        );
+        assert_eq!(
+            check(TenantPool::builder().connection_timeout(Duration::ZERO)),
+            Some(ConfigError::ZeroDuration { setting: "connection_timeout" })
+        );
+        assert_eq!(
+            check(TenantPool::builder().idle_timeout(Some(Duration::ZERO))),
+            Some(ConfigError::ZeroDuration { setting: "idle_timeout" })
+        );
+        assert_eq!(
+            check(TenantPool::builder().max_lifetime(Some(Duration::ZERO))),
+            Some(ConfigError::ZeroDuration { setting: "max_lifetime" })
+        );
+        assert!(check(TenantPool::builder()).is_none());
+    }
+}

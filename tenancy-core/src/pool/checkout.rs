@@ -1,0 +1,400 @@
+//! The one checkout engine every entry point goes through (session
+//! checkouts, tenant and shared transactions, the crate's own provisioning
+//! and migration work): pick a connection, bring it to the wanted scope in
+//! at most one message, retry past dead connections, and, when it comes
+//! back, restore or retire whatever the borrower changed.
+
+use std::time::Instant;
+
+use diesel::connection::{AnsiTransactionManager, SimpleConnection};
+use diesel::prelude::*;
+use diesel::result::Error as DieselError;
+use diesel::sql_types::{Bool, Text};
+
+use super::manager::{session_of, transaction_open, trusted, Manager, Phase, Scope};
+use super::{PoolerMode, TenantPool};
+use crate::error::TenancyError;
+use crate::guard::{Effects, Failure};
+use crate::registry::Registry;
+use crate::schema_name::SchemaName;
+use crate::sql::{quote_ident, quote_literal};
+
+pub(crate) type Pooled = r2d2::PooledConnection<Manager>;
+
+/// What a checkout is for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Target<'a> {
+    Tenant(&'a SchemaName),
+    Shared,
+    /// The crate's own work in a schema that may not exist yet: scoped with
+    /// `SET LOCAL`, never proven, never remembered as the session's scope.
+    Internal(&'a str),
+}
+
+impl Target<'_> {
+    fn matches(&self, scope: &Scope) -> bool {
+        match (self, scope) {
+            (Target::Tenant(wanted), Scope::Tenant(current)) => *wanted == current,
+            (Target::Shared, Scope::Shared) => true,
+            _ => false,
+        }
+    }
+
+    fn first_schema(&self, pool: &TenantPool) -> String {
+        match self {
+            Target::Tenant(schema) => schema.as_str().to_owned(),
+            Target::Shared => pool.inner.layout.shared().to_owned(),
+            Target::Internal(schema) => (*schema).to_owned(),
+        }
+    }
+}
+
+/// How the connection is handed out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Purpose<'a> {
+    /// As a session, scoped with `SET search_path`.
+    Session,
+    /// Inside a transaction opened with `begin` (`BEGIN` and its options).
+    Transaction { begin: &'a str },
+}
+
+/// Why bringing a connection to its scope failed.
+enum PrepareError {
+    /// The server connection is gone; try another.
+    Lost(DieselError),
+    NotATenant,
+    SharedMissing,
+    Other(DieselError),
+}
+
+/// The message a tenant proof raises when the tenant is not ready: its text
+/// survives any `lc_messages` inside the error message.
+pub(crate) const NOT_A_TENANT: &str = "tenancy: not a tenant";
+
+impl TenantPool {
+    /// Checks out a connection for `target`, ready for `purpose`.
+    pub(crate) fn acquire(&self, target: Target<'_>, purpose: Purpose<'_>) -> Result<Pooled, TenancyError> {
+        if let Target::Tenant(schema) = target {
+            if let Some(role) = self.inner.layout.role_of(schema.as_str()) {
+                return Err(TenancyError::ReservedSchema { schema: schema.clone(), role });
+            }
+        }
+        self.inner.roster.poll();
+        let attempts = self.inner.pool.max_size() + 1;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut conn = self.pick(&target)?;
+            match self.prepare(&mut conn, &target, &purpose) {
+                Ok(()) => {
+                    if let (Some(session), Purpose::Session) = (session_of(&mut conn), purpose) {
+                        session.phase = Phase::Borrowed;
+                    }
+                    return Ok(conn);
+                }
+                Err(PrepareError::Lost(e)) => {
+                    retire(&mut conn);
+                    if attempt >= attempts {
+                        return Err(e.into());
+                    }
+                }
+                Err(PrepareError::NotATenant) if matches!(target, Target::Tenant(_)) => {
+                    let Target::Tenant(schema) = target else { unreachable!() };
+                    // Whatever made it stop being a tenant, no connection serves it any more.
+                    self.inner.roster.forget(schema);
+                    return Err(TenancyError::TenantNotFound { schema: schema.clone() });
+                }
+                Err(PrepareError::NotATenant | PrepareError::SharedMissing) => {
+                    return Err(TenancyError::SharedSchemaMissing {
+                        schema: self.inner.layout.shared().to_owned(),
+                    })
+                }
+                Err(PrepareError::Other(e)) => {
+                    retire(&mut conn);
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+
+    fn get(&self) -> Result<Pooled, TenancyError> {
+        self.inner.pool.get().map_err(|e| {
+            let message = e.to_string();
+            let last_error = message
+                .strip_prefix("timed out waiting for connection")
+                .map(|rest| rest.trim_start_matches(':').trim())
+                .filter(|rest| !rest.is_empty())
+                .map(str::to_owned);
+            TenancyError::PoolTimeout { timeout: self.inner.connection_timeout, last_error }
+        })
+    }
+
+    /// The connection r2d2 hands out if it already serves `target`, else
+    /// (with affinity on) an idle one that does, else the idle connection
+    /// used least recently, whose tenant is the least likely to be asked
+    /// for again. Connections looked at and not taken go back at once.
+    fn pick(&self, target: &Target<'_>) -> Result<Pooled, TenancyError> {
+        let mut first = self.get()?;
+        let looks = self.inner.affinity
+            && self.inner.pooler_mode == PoolerMode::Session
+            && !matches!(target, Target::Internal(_));
+        if !looks || serves(&mut first, target) {
+            return Ok(first);
+        }
+        let mut idle = vec![first];
+        while let Some(mut conn) = self.inner.pool.try_get() {
+            if serves(&mut conn, target) {
+                return Ok(conn);
+            }
+            idle.push(conn);
+        }
+        let oldest = (0..idle.len()).min_by_key(|&i| last_used(&mut idle[i])).unwrap_or(0);
+        Ok(idle.swap_remove(oldest))
+    }
+
+    /// Brings `conn` to `target` for `purpose` in at most one message: a
+    /// sequence reset owed by the last borrower, the tenant's proof (unless
+    /// recently proven), the scope, and `BEGIN`.
+    fn prepare(&self, conn: &mut Pooled, target: &Target<'_>, purpose: &Purpose<'_>) -> Result<(), PrepareError> {
+        let inner = &self.inner;
+        let pooler = inner.pooler_mode == PoolerMode::Transaction;
+        let epoch = inner.roster.epoch();
+        let now = Instant::now();
+        let Some(session) = session_of(conn) else {
+            return Err(PrepareError::Lost(DieselError::BrokenTransactionManager));
+        };
+        let state = &mut session.state;
+        let on_target = !pooler && target.matches(&state.scope);
+        let fresh = on_target && state.epoch == epoch && state.proven_at.elapsed() < inner.roster.ttl();
+        let proven_at = match target {
+            _ if fresh => Some(state.proven_at),
+            Target::Tenant(schema) => inner.roster.proven(schema),
+            Target::Shared if inner.roster.shared_proven() => Some(now),
+            Target::Shared => None,
+            Target::Internal(_) => Some(now),
+        };
+        let switching = !on_target && !matches!(target, Target::Internal(_));
+        let path = inner.layout.search_path(&target.first_schema(self));
+
+        let mut sql = String::new();
+        let mut push = |part: &str| {
+            if !sql.is_empty() {
+                sql.push_str("; ");
+            }
+            sql.push_str(part);
+        };
+        if proven_at.is_none() {
+            push(&self.proof(target));
+        }
+        match (pooler, purpose) {
+            (false, _) => {
+                if state.sequences {
+                    push("DISCARD SEQUENCES");
+                }
+                if switching {
+                    push(&format!("SET search_path TO {path}"));
+                }
+                if let Purpose::Transaction { begin } = purpose {
+                    push(begin);
+                    if matches!(target, Target::Internal(_)) {
+                        push(&format!("SET LOCAL search_path TO {path}"));
+                    }
+                }
+            }
+            (true, Purpose::Transaction { begin }) => {
+                push(begin);
+                push("DISCARD SEQUENCES");
+                push(&format!("SET LOCAL search_path TO {path}"));
+            }
+            // Refused by the callers.
+            (true, Purpose::Session) => return Err(PrepareError::Other(DieselError::NotInTransaction)),
+        }
+        if sql.is_empty() {
+            if !fresh && on_target {
+                if let Some(at) = proven_at {
+                    state.epoch = epoch;
+                    state.proven_at = at;
+                }
+            }
+            return Ok(());
+        }
+        if !pooler && switching {
+            // Rolled forward below once the message succeeds.
+            state.scope = Scope::Unknown;
+        }
+        let sent = trusted(conn, |c| match purpose {
+            Purpose::Session => c.batch_execute(&sql),
+            Purpose::Transaction { .. } => AnsiTransactionManager::begin_transaction_sql(c, &sql),
+        });
+        match sent {
+            Ok(()) => {
+                let Some(session) = session_of(conn) else { return Ok(()) };
+                let state = &mut session.state;
+                state.sequences = false;
+                if !pooler && switching {
+                    state.scope = match target {
+                        Target::Tenant(schema) => Scope::Tenant((*schema).clone()),
+                        _ => Scope::Shared,
+                    };
+                }
+                if switching || proven_at.is_none() {
+                    state.epoch = epoch;
+                    state.proven_at = proven_at.unwrap_or(now);
+                }
+                if let (Target::Tenant(schema), Some(served)) = (target, state.served.as_mut()) {
+                    served.insert((*schema).clone());
+                }
+                match target {
+                    Target::Tenant(schema) if proven_at.is_none() => inner.roster.record(schema, now),
+                    Target::Shared => inner.roster.record_shared(),
+                    _ => {}
+                }
+                Ok(())
+            }
+            Err(error) => Err(self.diagnose(conn, target, purpose, error)),
+        }
+    }
+
+    /// The statement that proves `target` (raising an error when it does
+    /// not hold): a registered tenant whose schema exists, or the shared schema.
+    fn proof(&self, target: &Target<'_>) -> String {
+        match target {
+            Target::Tenant(schema) => Registry::new(&self.inner.layout).proof(schema),
+            _ => format!("SELECT {}::regnamespace", quote_literal(&quote_ident(self.inner.layout.shared()))),
+        }
+    }
+
+    /// Why the message failed, asking the server when the error does not say.
+    fn diagnose(&self, conn: &mut Pooled, target: &Target<'_>, purpose: &Purpose<'_>, error: DieselError) -> PrepareError {
+        if let Some(session) = session_of(conn) {
+            session.state.scope = Scope::Unknown;
+        }
+        if Failure::of(&error) == Failure::Lost {
+            return PrepareError::Lost(error);
+        }
+        // A message with BEGIN may have left an aborted transaction open.
+        if matches!(purpose, Purpose::Transaction { .. }) {
+            if let Err(e) = trusted(conn, |c| c.batch_execute("ROLLBACK")) {
+                return PrepareError::Lost(e);
+            }
+        }
+        if error.to_string().contains(NOT_A_TENANT) {
+            return PrepareError::NotATenant;
+        }
+        #[derive(QueryableByName)]
+        struct Present {
+            #[diesel(sql_type = Bool)]
+            registry: bool,
+            #[diesel(sql_type = Bool)]
+            schema: bool,
+        }
+        let registry = Registry::new(&self.inner.layout);
+        let present: QueryResult<Vec<Present>> = trusted(conn, |c| {
+            diesel::sql_query("SELECT to_regclass($1) IS NOT NULL AS registry, to_regnamespace($2) IS NOT NULL AS schema")
+                .bind::<Text, _>(registry.table())
+                .bind::<Text, _>(quote_ident(&target.first_schema(self)))
+                .load(c)
+        });
+        match (target, present.as_deref()) {
+            (_, Err(_)) => PrepareError::Other(error),
+            (Target::Tenant(_), Ok([p])) if !p.registry || !p.schema => PrepareError::NotATenant,
+            (Target::Shared, Ok([p])) if !p.schema => PrepareError::SharedMissing,
+            _ => PrepareError::Other(error),
+        }
+    }
+
+    /// Takes a connection back from a borrower: whatever the borrower's
+    /// statements may have left is restored in one message (or the
+    /// connection retired), before any other borrower can get it.
+    pub(crate) fn check_in(&self, conn: &mut Pooled) {
+        let pooler = self.inner.pooler_mode == PoolerMode::Transaction;
+        let open = transaction_open(conn);
+        let Some(session) = session_of(conn) else { return };
+        if session.state.pool != self.inner.id {
+            // Not this pool's connection (moved here from another pool).
+            session.state.retire = true;
+            return;
+        }
+        session.phase = Phase::Pool;
+        session.state.refused = false;
+        session.state.last_used = Instant::now();
+        let (effects, failure) = session.guard.take();
+        let state = &mut session.state;
+        if failure == Failure::Lost || effects.intersects(Effects::UNRESTORABLE | Effects::PREPARED) {
+            state.retire = true;
+            return;
+        }
+        if failure == Failure::Unknown {
+            // E.g. "relation does not exist": prove the tenant again first.
+            state.epoch = 0;
+        }
+        if effects.contains(Effects::SEQUENCES) {
+            state.sequences = true;
+        }
+        if self.inner.max_tenants_per_connection.is_some_and(|k| state.served.as_ref().is_some_and(|s| s.len() >= k)) {
+            state.retire = true;
+            return;
+        }
+        const RESTORED: Effects = Effects::SETTING
+            .union(Effects::TEMPORARY)
+            .union(Effects::CURSOR)
+            .union(Effects::ADVISORY_LOCK)
+            .union(Effects::LISTEN)
+            .union(Effects::BEGINS)
+            .union(Effects::ENDS)
+            .union(Effects::OPAQUE);
+        let restore = if pooler { open.then(|| String::from("ROLLBACK")) } else {
+            (open || effects.intersects(RESTORED)).then(|| self.restore_message(&state.scope))
+        };
+        if effects.contains(Effects::SEARCH_PATH) && restore.is_none() {
+            state.scope = Scope::Unknown;
+        }
+        if let Some(sql) = restore {
+            match trusted(conn, |c| c.batch_execute(&sql)) {
+                Ok(()) => {
+                    if let Some(session) = session_of(conn) {
+                        session.state.sequences = false;
+                    }
+                }
+                Err(_) => retire(conn),
+            }
+        }
+    }
+
+    /// One message that returns a session to how the pool left it: ends any
+    /// transaction, closes cursors, resets every setting (then re-applies
+    /// diesel's own), and drops listeners, session advisory locks, temporary
+    /// objects and sequence state; then scopes it again.
+    fn restore_message(&self, scope: &Scope) -> String {
+        let mut sql = String::from(
+            "ROLLBACK; CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
+             SET TIME ZONE 'UTC'; SET CLIENT_ENCODING TO 'UTF8'; UNLISTEN *; \
+             SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES",
+        );
+        let first = match scope {
+            Scope::Tenant(schema) => Some(schema.as_str()),
+            Scope::Shared => Some(self.inner.layout.shared()),
+            Scope::Unknown => None,
+        };
+        if let Some(first) = first {
+            sql.push_str("; SET search_path TO ");
+            sql.push_str(&self.inner.layout.search_path(first));
+        }
+        sql
+    }
+}
+
+fn serves(conn: &mut Pooled, target: &Target<'_>) -> bool {
+    session_of(conn).is_some_and(|s| target.matches(&s.state.scope))
+}
+
+fn last_used(conn: &mut Pooled) -> Instant {
+    session_of(conn).map_or_else(Instant::now, |s| s.state.last_used)
+}
+
+/// Marks the connection to be closed instead of returned.
+pub(crate) fn retire(conn: &mut Pooled) {
+    if let Some(session) = session_of(conn) {
+        session.state.retire = true;
+    }
+}

@@ -1,0 +1,240 @@
+//! [`TenantPool`]: one r2d2 pool of diesel `PgConnection`s serving every
+//! tenant, where each connection handed out resolves names in exactly one
+//! schema.
+//!
+//! * `builder`: [`TenantPoolBuilder`] and its checks;
+//! * `manager`: the r2d2 manager, and each connection's state, which lives
+//!   in the connection's own instrumentation;
+//! * `checkout`: the one checkout engine (pick, scope, prove, retry, check in);
+//! * `transaction`: tenant transactions;
+//! * `connection`: the guards handed out;
+//! * `roster`: tenants proven recently, and drop notifications.
+
+mod builder;
+mod checkout;
+mod connection;
+mod manager;
+mod roster;
+mod transaction;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::PgConnection;
+
+pub use builder::{InstrumentationFactory, PoolerMode, TenantPoolBuilder};
+pub(crate) use checkout::Target;
+pub use connection::{SharedConnection, TenantConnection};
+pub(crate) use manager::trusted;
+pub(crate) use roster::channel as notification_channel;
+
+use crate::error::TenancyError;
+use crate::layout::Layout;
+use crate::schema_name::SchemaName;
+
+/// A pool of PostgreSQL connections shared by every tenant, where every
+/// connection handed out resolves unqualified names in exactly one schema.
+///
+/// * [`tenant`](Self::tenant) hands out a connection whose `search_path`
+///   is exactly the tenant's schema (plus configured extension schemas):
+///   never `public`, never what the previous borrower left behind. A
+///   connection remembers its tenant, so checking out the same tenant again
+///   sends nothing; switching sends one message.
+/// * [`transaction`](Self::transaction) runs a closure in a transaction
+///   scoped to the tenant, its scoping sent in the same message as `BEGIN`.
+/// * [`shared`](Self::shared) reaches the shared schema.
+///
+/// Only registered tenants are served (see [`provision`](crate::provision)):
+/// anything else is [`TenancyError::TenantNotFound`], and the pool's own
+/// schemas are [`TenancyError::ReservedSchema`]. There is no unscoped
+/// checkout. Cloning is cheap; clones share the pool.
+///
+/// ```no_run
+/// use diesel::prelude::*;
+/// use tenancy_core::{schema, TenantPool};
+///
+/// let pool = TenantPool::connect("postgres://localhost/app")?;
+/// let mut conn = pool.tenant(&schema!("acme"))?;
+/// let n: i64 = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>("1")).get_result(&mut *conn)?;
+/// # Ok::<(), tenancy_core::TenancyError>(())
+/// ```
+#[derive(Clone)]
+pub struct TenantPool {
+    pub(crate) inner: Arc<PoolInner>,
+}
+
+pub(crate) struct PoolInner {
+    pool: r2d2::Pool<manager::Manager>,
+    /// Tells this pool's connections from any other's.
+    id: u64,
+    pub(crate) layout: Layout,
+    roster: roster::Roster,
+    pooler_mode: PoolerMode,
+    connection_timeout: Duration,
+    max_tenants_per_connection: Option<usize>,
+    affinity: bool,
+}
+
+impl fmt::Debug for TenantPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.inner.pool.state();
+        f.debug_struct("TenantPool")
+            .field("connections", &state.connections)
+            .field("idle_connections", &state.idle_connections)
+            .field("shared_schema", &self.inner.layout.shared())
+            .field("registry_schema", &self.inner.layout.registry())
+            .field("pooler_mode", &self.inner.pooler_mode)
+            .finish()
+    }
+}
+
+/// Counts of a pool's connections, from [`TenantPool::state`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolState {
+    /// Open connections, idle or in use.
+    pub connections: u32,
+    /// Open connections not in use.
+    pub idle_connections: u32,
+}
+
+impl TenantPool {
+    /// Builds a pool with default settings. See [`TenantPool::builder`].
+    pub fn connect(database_url: &str) -> Result<Self, TenancyError> {
+        Self::builder().build(database_url)
+    }
+
+    /// A builder with every setting at its documented default.
+    pub fn builder() -> TenantPoolBuilder {
+        TenantPoolBuilder::default()
+    }
+
+    /// The schema of shared tables ([`TenantPool::shared`]).
+    pub fn shared_schema(&self) -> &str {
+        self.inner.layout.shared()
+    }
+
+    /// The schema of the tenant registry.
+    pub fn registry_schema(&self) -> &str {
+        self.inner.layout.registry()
+    }
+
+    /// The pooler mode this pool was built with.
+    pub fn pooler_mode(&self) -> PoolerMode {
+        self.inner.pooler_mode
+    }
+
+    /// Open and idle connection counts.
+    pub fn state(&self) -> PoolState {
+        let s = self.inner.pool.state();
+        PoolState { connections: s.connections, idle_connections: s.idle_connections }
+    }
+
+    /// The exact `search_path` value a connection for `schema` gets: the
+    /// tenant, then any extension schemas, then `pg_temp`.
+    ///
+    /// `pg_temp` is named last so that temporary tables, which PostgreSQL
+    /// otherwise searches first, can never shadow a tenant's table; it adds
+    /// nothing to `current_schemas(false)` while the session has no
+    /// temporary schema.
+    ///
+    /// ```
+    /// # use tenancy_core::{schema, TenantPool};
+    /// // Without extension schemas, the only real schema is the tenant.
+    /// # fn f(pool: &TenantPool) {
+    /// assert_eq!(pool.search_path_for(&schema!("acme")), "\"acme\", pg_temp");
+    /// # }
+    /// ```
+    pub fn search_path_for(&self, schema: &SchemaName) -> String {
+        self.inner.layout.tenant_path(schema)
+    }
+
+    fn refuse_session(&self, operation: &'static str) -> Result<(), TenancyError> {
+        match self.inner.pooler_mode {
+            PoolerMode::Session => Ok(()),
+            PoolerMode::Transaction => Err(TenancyError::SessionRefused { operation }),
+        }
+    }
+
+    /// A connection whose search path is exactly `schema` (followed by any
+    /// configured extension schemas and `pg_temp`).
+    ///
+    /// Costs no round trip when the connection handed out already serves
+    /// `schema`, and one message otherwise, which also proves (unless that
+    /// was done recently) that `schema` is a registered tenant: anything
+    /// else is [`TenancyError::TenantNotFound`]. Refused in
+    /// [`PoolerMode::Transaction`].
+    pub fn tenant(&self, schema: &SchemaName) -> Result<TenantConnection, TenancyError> {
+        self.refuse_session("TenantPool::tenant")?;
+        let target = Target::Tenant(schema);
+        let pooled = self.acquire(target, checkout::Purpose::Session)?;
+        Ok(TenantConnection::new(pooled, self, target))
+    }
+
+    /// A connection whose search path is the shared schema (`public` by
+    /// default), for tables shared by all tenants. Refused in
+    /// [`PoolerMode::Transaction`]; use [`TenantPool::shared_transaction`].
+    pub fn shared(&self) -> Result<SharedConnection, TenancyError> {
+        self.refuse_session("TenantPool::shared")?;
+        let pooled = self.acquire(Target::Shared, checkout::Purpose::Session)?;
+        Ok(SharedConnection(TenantConnection::new(pooled, self, Target::Shared)))
+    }
+
+    /// Runs `f` in one transaction whose search path is exactly `schema`.
+    ///
+    /// `BEGIN`, the scoping and (unless done recently) the proof that
+    /// `schema` is a registered tenant travel in one message, so this costs
+    /// the same round trips as a plain diesel transaction. Commits when `f`
+    /// returns `Ok`, rolls back when it returns `Err` or panics (the panic
+    /// then continues). A tenant that does not exist is
+    /// [`TenancyError::TenantNotFound`], converted into `E`; a statement that
+    /// would end the transaction itself (or, behind a transaction pooler,
+    /// change the session) is refused before it is sent, and the transaction
+    /// rolls back with [`TenancyError::SessionStateRefused`].
+    ///
+    /// ```no_run
+    /// # use diesel::prelude::*;
+    /// # use tenancy_core::{schema, TenancyError, TenantPool};
+    /// # let pool = TenantPool::connect("postgres://localhost/app")?;
+    /// let moved = pool.transaction(&schema!("acme"), |conn| {
+    ///     let n = diesel::sql_query("UPDATE agents SET team = 2 WHERE team = 1").execute(conn)?;
+    ///     Ok::<_, TenancyError>(n)
+    /// })?;
+    /// # Ok::<(), TenancyError>(())
+    /// ```
+    pub fn transaction<T, E, F>(&self, schema: &SchemaName, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, E>,
+        E: From<TenancyError>,
+    {
+        self.run_transaction(Target::Tenant(schema), "BEGIN", f)
+    }
+
+    /// Like [`TenantPool::transaction`], scoped to the shared schema.
+    pub fn shared_transaction<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, E>,
+        E: From<TenancyError>,
+    {
+        self.run_transaction(Target::Shared, "BEGIN", f)
+    }
+
+    /// Runs `f` in a transaction whose search path starts at `first` (which
+    /// need not exist yet), for the crate's own provisioning, migration and
+    /// registry work. Statements of the crate's own inside `f` go through
+    /// [`trusted`]; the rest (migrations) are watched like a body's.
+    pub(crate) fn internal_transaction<T, E, F>(&self, first: &str, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, E>,
+        E: From<TenancyError>,
+    {
+        self.run_transaction(Target::Internal(first), "BEGIN", f)
+    }
+
+    /// A tenant was dropped or fenced through this pool: no connection
+    /// serves it any more without proving it again.
+    pub(crate) fn forget_tenant(&self, schema: &SchemaName) {
+        self.inner.roster.forget(schema);
+    }
+}

@@ -1,0 +1,159 @@
+//! Running a closure in a tenant (or shared, or internal) transaction:
+//! commit on `Ok`, roll back on `Err`, on a panic and on a refused
+//! statement, and never commit on a connection other than the one the
+//! transaction began on.
+
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+
+use diesel::connection::SimpleConnection;
+use diesel::PgConnection;
+
+use super::checkout::{retire, Pooled, Purpose, Target};
+use super::connection::TenantConnection;
+use super::manager::{in_body, session_of, trusted, Phase, Refusal};
+use super::{PoolerMode, TenantPool};
+use crate::error::TenancyError;
+use crate::guard::{Effects, Failure};
+use crate::registry::Registry;
+
+/// The text the pre-commit check raises behind a transaction pooler.
+const SESSION_CHANGED: &str = "tenancy: session state changed";
+
+impl TenantPool {
+    /// Runs `f` in a transaction opened with `begin` on a connection for `target`.
+    pub(crate) fn run_transaction<T, E, F>(&self, target: Target<'_>, begin: &str, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, E>,
+        E: From<TenancyError>,
+    {
+        let pooled = self.acquire(target, Purpose::Transaction { begin })?;
+        let mut conn = TenantConnection::new(pooled, self, target);
+        let pooler = self.inner.pooler_mode == PoolerMode::Transaction;
+        let id = {
+            let pooled = conn.pooled_mut();
+            let Some(session) = session_of(pooled) else {
+                return Err(E::from(TenancyError::ConnectionReplaced));
+            };
+            session.phase = Phase::Body { pooler };
+            session.state.id
+        };
+        let outcome = catch_unwind(AssertUnwindSafe(|| in_body(|| f(&mut conn))));
+        let pooled = conn.pooled_mut();
+        // Whatever the body did, the pool is in charge again.
+        let (ours, refused, effects, failure) = match session_of(pooled) {
+            Some(session) => {
+                session.phase = Phase::Pool;
+                let ours = session.state.id == id;
+                (ours, session.state.refused, session.guard.seen(), session.guard.failure())
+            }
+            None => (false, false, Effects::NONE, Failure::None),
+        };
+        match outcome {
+            Err(payload) if payload.is::<Refusal>() => {
+                self.roll_back(pooled, ours);
+                Err(E::from(TenancyError::SessionStateRefused))
+            }
+            Err(panic) => {
+                self.roll_back(pooled, ours);
+                drop(conn);
+                resume_unwind(panic)
+            }
+            Ok(_) if !ours => {
+                // The body exchanged its connection for another: its own
+                // (somewhere else now) is rolled back when that one is checked in.
+                Err(E::from(TenancyError::ConnectionReplaced))
+            }
+            Ok(_) if refused => {
+                self.roll_back(pooled, ours);
+                Err(E::from(TenancyError::SessionStateRefused))
+            }
+            Ok(Ok(value)) => match self.commit(pooled, &target, effects) {
+                Ok(()) => Ok(value),
+                Err(error) => Err(E::from(error)),
+            },
+            Ok(Err(error)) => {
+                // A statement failed in a way that may mean the tenant is
+                // gone: the rollback message proves it, and a tenant that is
+                // gone is reported as such rather than as the body's error.
+                let prove = match target {
+                    Target::Tenant(schema) if failure == Failure::Unknown => Some(schema),
+                    _ => None,
+                };
+                let sql = match prove {
+                    Some(schema) => format!("ROLLBACK; {}", Registry::new(&self.inner.layout).proof(schema)),
+                    None => String::from("ROLLBACK"),
+                };
+                match trusted(pooled, |c| c.batch_execute(&sql)) {
+                    Err(e) if prove.is_some() && e.to_string().contains(super::checkout::NOT_A_TENANT) => {
+                        if let Some(schema) = prove {
+                            self.inner.roster.forget(schema);
+                            return Err(E::from(TenancyError::TenantNotFound { schema: schema.clone() }));
+                        }
+                        Err(error)
+                    }
+                    Err(_) => {
+                        retire(pooled);
+                        Err(error)
+                    }
+                    Ok(()) => Err(error),
+                }
+            }
+        }
+    }
+
+    fn roll_back(&self, pooled: &mut Pooled, ours: bool) {
+        if ours && trusted(pooled, |c| c.batch_execute("ROLLBACK")).is_err() {
+            retire(pooled);
+        }
+    }
+
+    /// Commits, behind a transaction pooler after checking, in the same
+    /// message, that nothing the statement text could not show (a function,
+    /// a trigger, a rule) changed the server session: the search path is
+    /// still the pool's, and no temporary object was created.
+    fn commit(&self, pooled: &mut Pooled, target: &Target<'_>, effects: Effects) -> Result<(), TenancyError> {
+        let sql = match self.inner.pooler_mode {
+            PoolerMode::Session => String::from("COMMIT"),
+            PoolerMode::Transaction => {
+                let first = match target {
+                    Target::Tenant(schema) => schema.as_str(),
+                    Target::Shared => self.inner.layout.shared(),
+                    Target::Internal(schema) => schema,
+                };
+                let path_check = if effects.contains(Effects::LOCAL_SEARCH_PATH) {
+                    String::from("false")
+                } else {
+                    format!(
+                        "pg_catalog.replace(pg_catalog.current_setting('search_path'), '\"', '') <> {}",
+                        crate::sql::quote_literal(&self.inner.layout.bare_path(first))
+                    )
+                };
+                format!(
+                    "SELECT CASE WHEN {path_check} THEN ('{SESSION_CHANGED}: search_path ' || pg_catalog.current_setting('search_path'))::int \
+                     WHEN pg_catalog.pg_my_temp_schema() <> 0 AND EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
+                       JOIN pg_catalog.pg_class c ON c.oid = d.objid \
+                       WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.refclassid = 'pg_catalog.pg_namespace'::regclass \
+                       AND d.refobjid = pg_catalog.pg_my_temp_schema() \
+                       AND c.xmin::text = (pg_catalog.txid_current_if_assigned() % 4294967296)::text) \
+                     THEN ('{SESSION_CHANGED}: temporary object ' || pg_catalog.pg_my_temp_schema())::int END; \
+                     DISCARD SEQUENCES; COMMIT"
+                )
+            }
+        };
+        match trusted(pooled, |c| c.batch_execute(&sql)) {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                let refused = error.to_string().contains(SESSION_CHANGED);
+                // A failed COMMIT has ended the transaction; a failed check has not.
+                if trusted(pooled, |c| c.batch_execute("ROLLBACK")).is_err() {
+                    retire(pooled);
+                }
+                if refused {
+                    Err(TenancyError::SessionStateRefused)
+                } else {
+                    Err(TenancyError::Database(error))
+                }
+            }
+        }
+    }
+}
