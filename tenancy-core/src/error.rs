@@ -21,13 +21,14 @@ use crate::schema_name::{SchemaName, SchemaNameError};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TenancyError {
-    /// A string was used as a tenant schema name but breaks a naming rule.
-    #[error("invalid schema name {name:?}: {reason}")]
+    /// A string was used as a tenant schema name but breaks a naming rule
+    /// (the rule is the error's [`source`](std::error::Error::source)).
+    #[error("invalid schema name {name:?}")]
     InvalidSchemaName {
         /// The rejected input, verbatim.
         name: String,
         /// The rule it breaks.
-        reason: SchemaNameError,
+        source: SchemaNameError,
     },
 
     /// The schema is not a registered, provisioned tenant: nothing of that
@@ -137,7 +138,7 @@ pub enum TenancyError {
     },
 
     /// Running a migration failed; it was rolled back, and the ones before it were kept.
-    #[error("migration {migration} failed for tenant \"{schema}\" and was rolled back; the tenant stays at its last good version")]
+    #[error("migration {migration} failed for tenant \"{schema}\" and was rolled back; the tenant stays at its last good version; fix the migration or the tenant's data, then run again to resume")]
     Migration {
         /// The tenant whose migration failed.
         schema: SchemaName,
@@ -148,20 +149,13 @@ pub enum TenancyError {
         source: Box<dyn StdError + Send + Sync>,
     },
 
-    /// The migrations could not be read from their `MigrationSource`.
-    #[error("could not read the migrations; check that the migrations directory exists and each migration has an up.sql")]
+    /// The migrations could not be read from their `MigrationSource`, or
+    /// one of them cannot run as a tenant migration; the source says which.
+    #[error("could not use the migrations")]
     MigrationSource {
-        /// What the migration source reported.
+        /// What the migration source reported, or what is wrong with a migration.
         #[source]
         source: Box<dyn StdError + Send + Sync>,
-    },
-
-    /// A migration is marked `run_in_transaction = false`, but tenant
-    /// migrations run in one transaction per tenant.
-    #[error("migration {migration} is marked run_in_transaction = false, but tenant migrations run in one transaction per tenant (which also keeps them safe behind a transaction pooler); remove that setting from its metadata.toml, or run its statements outside tenancy")]
-    MigrationNotTransactional {
-        /// The migration.
-        migration: String,
     },
 }
 
@@ -186,8 +180,8 @@ impl TenancyError {
         matches!(self, Self::TenantNotFound { .. })
     }
 
-    pub(crate) fn invalid_name(name: &str, reason: SchemaNameError) -> Self {
-        Self::InvalidSchemaName { name: name.to_owned(), reason }
+    pub(crate) fn invalid_name(name: &str, source: SchemaNameError) -> Self {
+        Self::InvalidSchemaName { name: name.to_owned(), source }
     }
 }
 
@@ -284,12 +278,12 @@ pub fn parse_schema(name: &str) -> Result<SchemaName, TenancyError> {
 mod tests {
     use super::*;
 
-    /// Every message once: a variant that states its cause exposes no source.
+    /// Every message once: a variant either states its cause or exposes it as its source.
     #[test]
     fn causes_are_printed_once_in_a_chain() {
         let error = parse_schema("Acme").unwrap_err();
-        assert!(error.to_string().contains("lowercase"), "{error}");
-        assert!(error.source().is_none());
+        assert!(!error.to_string().contains("lowercase"), "{error}");
+        assert!(error.source().is_some_and(|s| s.to_string().contains("lowercase")));
         let error = TenancyError::Migration {
             schema: crate::schema!("acme"),
             migration: String::from("2024_x"),

@@ -269,41 +269,60 @@ impl Registry {
     pub(crate) fn ensure(&self, conn: &mut PgConnection) -> Result<(), TenancyError> {
         #[derive(QueryableByName)]
         struct Version {
+            #[diesel(sql_type = Bool)]
+            present: bool,
             #[diesel(sql_type = Nullable<Text>)]
             comment: Option<String>,
         }
+        let current = |conn: &mut PgConnection| -> QueryResult<Option<Option<String>>> {
+            // A catalog scan, not `to_regclass`: the name cache may not yet
+            // know of a table another session created while this one waited.
+            let version: Vec<Version> = diesel::sql_query(
+                "SELECT true AS present, pg_catalog.obj_description(c.oid, 'pg_class') AS comment \
+                 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = 'tenants'",
+            )
+            .bind::<Text, _>(&self.name)
+            .load(conn)?;
+            Ok(version.into_iter().next().filter(|v| v.present).map(|v| v.comment))
+        };
         trusted(conn, |conn| {
-            let version: Vec<Version> =
-                diesel::sql_query("SELECT pg_catalog.obj_description(pg_catalog.to_regclass($1), 'pg_class') AS comment")
-                    .bind::<Text, _>(&self.table)
-                    .load(conn)?;
-            if version.first().and_then(|v| v.comment.as_deref()) == Some(VERSION) {
+            if matches!(current(conn)?, Some(Some(ref c)) if c == VERSION) {
                 return Ok(());
             }
             // `IF NOT EXISTS` alone races (unique violation on pg_namespace /
-            // pg_type); under the lock, a loser sees the winner's committed work.
+            // pg_type); under the lock, a loser sees the winner's committed
+            // work, and does nothing.
             diesel::sql_query("SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))")
                 .bind::<Integer, _>(REGISTRY_LOCK_CLASS)
                 .bind::<Text, _>(&self.name)
                 .execute(conn)?;
             const STATES: &str = "CHECK (state IN ('provisioning', 'ready', 'failed', 'dropping'))";
-            conn.batch_execute(&format!(
-                "CREATE SCHEMA IF NOT EXISTS {schema}; \
-                 CREATE TABLE IF NOT EXISTS {table} ( \
-                     schema_name text PRIMARY KEY, \
-                     state text NOT NULL DEFAULT 'provisioning' CONSTRAINT tenants_state_check {STATES}, \
-                     migration_version text, \
-                     migrations_applied integer NOT NULL DEFAULT 0, \
-                     created_at timestamptz NOT NULL DEFAULT now(), \
-                     updated_at timestamptz NOT NULL DEFAULT now(), \
-                     last_error text); \
-                 ALTER TABLE {table} DROP CONSTRAINT IF EXISTS tenants_state_check, \
-                     ADD CONSTRAINT tenants_state_check {STATES}; \
-                 COMMENT ON TABLE {table} IS {version}",
-                schema = quote_ident(&self.name),
-                table = self.table,
-                version = quote_literal(VERSION),
-            ))?;
+            let version = quote_literal(VERSION);
+            let table = &self.table;
+            let sql = match current(conn)? {
+                Some(Some(ref c)) if c == VERSION => return Ok(()),
+                // Made by an older version of this crate: the new state.
+                Some(_) => format!(
+                    "ALTER TABLE {table} DROP CONSTRAINT IF EXISTS tenants_state_check, \
+                         ADD CONSTRAINT tenants_state_check {STATES}; \
+                     COMMENT ON TABLE {table} IS {version}"
+                ),
+                None => format!(
+                    "CREATE SCHEMA IF NOT EXISTS {schema}; \
+                     CREATE TABLE {table} ( \
+                         schema_name text PRIMARY KEY, \
+                         state text NOT NULL DEFAULT 'provisioning' CONSTRAINT tenants_state_check {STATES}, \
+                         migration_version text, \
+                         migrations_applied integer NOT NULL DEFAULT 0, \
+                         created_at timestamptz NOT NULL DEFAULT now(), \
+                         updated_at timestamptz NOT NULL DEFAULT now(), \
+                         last_error text); \
+                     COMMENT ON TABLE {table} IS {version}",
+                    schema = quote_ident(&self.name),
+                ),
+            };
+            conn.batch_execute(&sql)?;
             Ok(())
         })
     }

@@ -53,15 +53,57 @@ pub fn temp_database(prefix: &str) -> tenancy_devdb::TempDatabase {
     db.create_database(&name).unwrap_or_else(|e| panic!("creating database {name}: {e}"))
 }
 
+/// Registers schemas created by hand as tenants of the registry at `url`:
+/// the registry row `provision` would have written, for tests whose
+/// tenants are made with plain DDL.
+pub fn register(url: &str, names: &[SchemaName]) {
+    if names.is_empty() {
+        return;
+    }
+    // Any registry read creates the registry first.
+    let pool = TenantPool::builder().max_size(1).build(url).expect("pool");
+    tenancy_core::list_tenants(&pool).expect("registry");
+    let values: Vec<String> = names.iter().map(|n| format!("('{n}', 'ready')")).collect();
+    PgConnection::establish(url)
+        .expect("admin connection")
+        .batch_execute(&format!(
+            "INSERT INTO tenancy.tenants (schema_name, state) VALUES {} ON CONFLICT DO NOTHING",
+            values.join(", ")
+        ))
+        .expect("registering tenants");
+}
+
+/// Removes the registry rows of `names` at `url`.
+pub fn unregister(url: &str, names: &[SchemaName]) {
+    if let Ok(mut conn) = PgConnection::establish(url) {
+        let list: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+        if !list.is_empty() {
+            let _ = conn.batch_execute(&format!(
+                "DO $$BEGIN IF to_regclass('tenancy.tenants') IS NOT NULL THEN \
+                 DELETE FROM tenancy.tenants WHERE schema_name IN ({}); END IF; END$$",
+                list.join(", ")
+            ));
+        }
+    }
+}
+
 /// Tenant schemas created for one test and dropped (CASCADE) when it ends.
 pub struct Schemas {
     pub names: Vec<SchemaName>,
 }
 
 impl Schemas {
-    /// Creates `count` uniquely named schemas, each with `ddl` run inside it
-    /// (unqualified names in `ddl` land in the schema).
+    /// Creates `count` uniquely named tenants, each with `ddl` run inside
+    /// its schema (unqualified names in `ddl` land in the schema).
     pub fn create(prefix: &str, count: usize, ddl: &str) -> Self {
+        let schemas = Self::create_unregistered(prefix, count, ddl);
+        register(&url(), &schemas.names);
+        schemas
+    }
+
+    /// Creates schemas like [`Schemas::create`] that are not tenants
+    /// (extension schemas, look-alikes).
+    pub fn create_unregistered(prefix: &str, count: usize, ddl: &str) -> Self {
         let mut conn = admin();
         let names: Vec<SchemaName> = (0..count).map(|_| unique_schema(prefix)).collect();
         for name in &names {
@@ -81,6 +123,7 @@ impl Schemas {
 
 impl Drop for Schemas {
     fn drop(&mut self) {
+        unregister(&url(), &self.names);
         if let Ok(mut conn) = PgConnection::establish(&url()) {
             for name in &self.names {
                 let _ = conn.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", name.quoted()));

@@ -95,6 +95,7 @@ fn create_tenants(db_url: &str, prefix: &str, n: usize) -> Vec<SchemaName> {
         })
         .collect();
     conn.batch_execute(&ddl).unwrap();
+    tenancy_tests::register(db_url, &names);
     names
 }
 
@@ -148,8 +149,8 @@ fn assert_clean_in(conn: &mut PgConnection, tenant: &SchemaName, case: &str, in_
 /// How the pool must treat a borrower's statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Expect {
-    /// Same physical connection, re-scoped on the next checkout.
-    Rescoped,
+    /// Same physical connection: re-scoped, or restored in place.
+    Kept,
     /// The physical connection is replaced.
     Retired,
 }
@@ -170,7 +171,7 @@ fn misbehave(cases: &[(&str, Expect)]) {
         let mut conn = pool.tenant(a).unwrap();
         let next_pid = backend_pid(&mut conn);
         match expect {
-            Expect::Rescoped => assert_eq!(next_pid, pid, "{sql}: the connection should have been kept"),
+            Expect::Kept => assert_eq!(next_pid, pid, "{sql}: the connection should have been kept"),
             Expect::Retired => assert_ne!(next_pid, pid, "{sql}: the connection should have been retired"),
         }
         assert_clean(&mut conn, a, &sql);
@@ -196,59 +197,59 @@ fn misbehave(cases: &[(&str, Expect)]) {
 #[test]
 fn borrower_changing_search_path_does_not_poison_next_borrower() {
     misbehave(&[
-        ("SET search_path TO public", Expect::Rescoped),
-        ("SET search_path TO {b}", Expect::Rescoped),
-        ("set SESSION search_path = {b}", Expect::Rescoped),
-        ("SET \"search_path\" TO {b}", Expect::Rescoped),
-        ("SELECT 1; SET search_path TO {b}", Expect::Rescoped),
-        ("/* comment */ SET search_path TO {b}", Expect::Rescoped),
-        ("RESET search_path", Expect::Rescoped),
+        ("SET search_path TO public", Expect::Kept),
+        ("SET search_path TO {b}", Expect::Kept),
+        ("set SESSION search_path = {b}", Expect::Kept),
+        ("SET \"search_path\" TO {b}", Expect::Kept),
+        ("SELECT 1; SET search_path TO {b}", Expect::Kept),
+        ("/* comment */ SET search_path TO {b}", Expect::Kept),
+        ("RESET search_path", Expect::Kept),
     ]);
 }
 
 #[test]
 fn borrower_resetting_or_discarding_session_does_not_poison_next_borrower() {
     misbehave(&[
-        ("RESET ALL", Expect::Retired),
+        ("RESET ALL", Expect::Kept),
         ("DISCARD ALL", Expect::Retired),
-        ("DISCARD PLANS", Expect::Retired),
-        ("SET statement_timeout = 1", Expect::Retired),
-        ("SET application_name = 'borrowed'", Expect::Retired),
-        ("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", Expect::Retired),
-        ("SET TIME ZONE 'Europe/Paris'", Expect::Retired),
+        ("DISCARD PLANS", Expect::Kept),
+        ("SET statement_timeout = 1", Expect::Kept),
+        ("SET application_name = 'borrowed'", Expect::Kept),
+        ("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", Expect::Kept),
+        ("SET TIME ZONE 'Europe/Paris'", Expect::Kept),
         ("PREPARE leftover AS SELECT tenant FROM items", Expect::Retired),
-        ("LISTEN leftover_channel", Expect::Retired),
+        ("LISTEN leftover_channel", Expect::Kept),
     ]);
 }
 
 #[test]
 fn borrower_calling_set_config_does_not_poison_next_borrower() {
     misbehave(&[
-        ("SELECT set_config('search_path', '{b}', false)", Expect::Retired),
-        ("SELECT pg_catalog.set_config('search_path', 'public', false)", Expect::Retired),
-        ("SELECT \"set_config\"('search_path', '{b}', false)", Expect::Retired),
-        ("SELECT set_config('statement_timeout', '1', false)", Expect::Retired),
+        ("SELECT set_config('search_path', '{b}', false)", Expect::Kept),
+        ("SELECT pg_catalog.set_config('search_path', 'public', false)", Expect::Kept),
+        ("SELECT \"set_config\"('search_path', '{b}', false)", Expect::Kept),
+        ("SELECT set_config('statement_timeout', '1', false)", Expect::Kept),
         // Quotes and semicolons that could hide the call from a naive scanner.
-        ("SELECT 'x;', set_config('search_path', '{b}', false)", Expect::Retired),
-        ("SELECT E'\\'', set_config('search_path', '{b}', false)", Expect::Retired),
-        ("SELECT $$'$$, set_config('search_path', '{b}', false)", Expect::Retired),
-        ("SELECT $q$ ' $q$, set_config('search_path', '{b}', false)", Expect::Retired),
-        ("SELECT 1 /* ' */, set_config('search_path', '{b}', false)", Expect::Retired),
-        ("WITH s AS (SELECT set_config('search_path', '{b}', false)) SELECT * FROM s", Expect::Retired),
-        ("DO $$BEGIN PERFORM set_config('search_path', '{b}', false); END$$", Expect::Retired),
-        ("DO $$BEGIN SET search_path TO {b}; END$$", Expect::Retired),
-        ("DO $body$BEGIN EXECUTE 'SET statement_timeout = 1'; END$body$", Expect::Retired),
+        ("SELECT 'x;', set_config('search_path', '{b}', false)", Expect::Kept),
+        ("SELECT E'\\'', set_config('search_path', '{b}', false)", Expect::Kept),
+        ("SELECT $$'$$, set_config('search_path', '{b}', false)", Expect::Kept),
+        ("SELECT $q$ ' $q$, set_config('search_path', '{b}', false)", Expect::Kept),
+        ("SELECT 1 /* ' */, set_config('search_path', '{b}', false)", Expect::Kept),
+        ("WITH s AS (SELECT set_config('search_path', '{b}', false)) SELECT * FROM s", Expect::Kept),
+        ("DO $$BEGIN PERFORM set_config('search_path', '{b}', false); END$$", Expect::Kept),
+        ("DO $$BEGIN SET search_path TO {b}; END$$", Expect::Kept),
+        ("DO $body$BEGIN EXECUTE 'SET statement_timeout = 1'; END$body$", Expect::Kept),
     ]);
 }
 
 #[test]
 fn borrower_leaving_a_transaction_open_does_not_poison_next_borrower() {
     misbehave(&[
-        ("BEGIN; INSERT INTO items (tenant, body) VALUES ('left open', 'x')", Expect::Retired),
-        ("START TRANSACTION; SET LOCAL search_path TO {b}", Expect::Retired),
-        ("BEGIN; SET search_path TO {b}", Expect::Retired),
-        ("BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE", Expect::Retired),
-        ("BEGIN; SELECT 1; COMMIT", Expect::Retired),
+        ("BEGIN; INSERT INTO items (tenant, body) VALUES ('left open', 'x')", Expect::Kept),
+        ("START TRANSACTION; SET LOCAL search_path TO {b}", Expect::Kept),
+        ("BEGIN; SET search_path TO {b}", Expect::Kept),
+        ("BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE", Expect::Kept),
+        ("BEGIN; SELECT 1; COMMIT", Expect::Kept),
     ]);
     // Nothing of an abandoned transaction was committed.
     let schemas = Schemas::create("opentx", 1, ITEMS_DDL);
@@ -276,9 +277,9 @@ fn borrower_creating_temporary_objects_cannot_shadow_tenant_tables() {
 #[test]
 fn borrower_holding_session_locks_or_cursors_does_not_poison_next_borrower() {
     misbehave(&[
-        ("SELECT pg_advisory_lock(424242)", Expect::Retired),
-        ("SELECT pg_try_advisory_lock_shared(424243)", Expect::Retired),
-        ("BEGIN; DECLARE leftover CURSOR WITH HOLD FOR SELECT tenant FROM items; COMMIT", Expect::Retired),
+        ("SELECT pg_advisory_lock(424242)", Expect::Kept),
+        ("SELECT pg_try_advisory_lock_shared(424243)", Expect::Kept),
+        ("BEGIN; DECLARE leftover CURSOR WITH HOLD FOR SELECT tenant FROM items; COMMIT", Expect::Kept),
     ]);
     // The lock is really released for everybody else.
     let pool = pool_of_one();
@@ -496,6 +497,7 @@ impl TenantSet {
 
 impl Drop for TenantSet {
     fn drop(&mut self) {
+        tenancy_tests::unregister(&self.url, &self.names);
         if let Ok(mut conn) = PgConnection::establish(&self.url) {
             let drop: String =
                 self.names.iter().map(|n| format!("DROP SCHEMA IF EXISTS {} CASCADE;", n.quoted())).collect();
@@ -627,10 +629,10 @@ fn run_op(pool: &TenantPool, tenant: &SchemaName, op: Op, body: String, ledger: 
         Op::Abort => {
             let r = pool.transaction(tenant, |c| {
                 insert_tagged(c, tenant, &body)?;
-                Err::<(), _>(TenancyError::Config(String::from("the caller's own error")))
+                Err::<(), _>(TenancyError::Database(diesel::result::Error::RollbackTransaction))
             });
             ledger.record(tenant, body, Outcome::RolledBack);
-            return matches!(r, Err(TenancyError::Config(_)));
+            return matches!(r, Err(TenancyError::Database(diesel::result::Error::RollbackTransaction)));
         }
         Op::SessionWrite if session => pool.tenant(tenant).and_then(|mut c| {
             insert_tagged(&mut c, tenant, &body)?;

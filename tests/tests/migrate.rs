@@ -113,10 +113,10 @@ fn one_failing_tenant_among_twenty_one_fails_alone_and_a_rerun_migrates_only_it(
     assert_eq!(failed.len(), 1, "{report:#?}");
     assert_eq!(failed[0].0, &bad);
     match failed[0].1 {
-        TenancyError::Migration { schema, message } => {
+        TenancyError::Migration { schema, migration, source } => {
             assert_eq!(schema, &bad);
-            assert!(message.contains("2024-02-02-000001_require_email"), "{message}");
-            assert!(message.contains("null values"), "{message}");
+            assert!(migration.contains("2024-02-02-000001_require_email"), "{migration}");
+            assert!(source.to_string().contains("null values"), "{source}");
         }
         other => panic!("expected a migration error, got {other:?}"),
     }
@@ -282,8 +282,8 @@ fn migrations_that_cannot_run_in_a_transaction_are_refused_before_touching_tenan
     let tenants = fleet(&pool, &mut admin, 1);
     let err = migrate_all(&pool, migrations("no_transaction"), MigrateOptions::new()).unwrap_err();
     match &err {
-        TenancyError::MigrationSource { message } => {
-            assert!(message.contains("run_in_transaction"), "{message}")
+        TenancyError::MigrationSource { source } => {
+            assert!(source.to_string().contains("run_in_transaction"), "{source}")
         }
         other => panic!("expected MigrationSource, got {other:?}"),
     }

@@ -10,6 +10,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, FileBasedMigrations};
 use tenancy_core::{
+    adopt, RefusalReason,
     drop_tenant, list_tenants, parse_schema, provision, tenant_exists, tenant_record, PoolerMode, SchemaName,
     TenancyError, TenantPool, TenantState,
 };
@@ -194,10 +195,10 @@ fn a_failed_provisioning_is_recorded_and_resumes_at_the_last_good_version() {
 
     let err = provision(&pool, &schema, migrations("broken")).unwrap_err();
     match &err {
-        TenancyError::Migration { schema: failed, message } => {
+        TenancyError::Migration { schema: failed, migration, .. } => {
             assert_eq!(failed, &schema);
-            assert!(message.contains("2024-01-02-000001_create_tags"), "{message}");
-            assert!(message.contains("run again"), "{message}");
+            assert!(migration.contains("2024-01-02-000001_create_tags"), "{migration}");
+            assert!(err.to_string().contains("run again"), "{err}");
         }
         other => panic!("expected a migration error, got {other:?}"),
     }
@@ -225,15 +226,22 @@ fn a_failed_provisioning_is_recorded_and_resumes_at_the_last_good_version() {
 }
 
 #[test]
-fn an_existing_unregistered_schema_is_adopted() {
+fn an_existing_unregistered_schema_is_adopted_only_on_request() {
     let pool = tenancy_tests::pool();
     let schema = unique_schema("prov_adopt");
     let _cleanup = Cleanup(schema.clone());
     let mut admin = tenancy_tests::admin();
     admin.batch_execute(&format!("CREATE SCHEMA {}", schema.quoted())).unwrap();
     assert!(!tenant_exists(&pool, &schema).unwrap());
+    // provision never takes over a schema it did not create.
+    match provision(&pool, &schema, BASIC) {
+        Err(TenancyError::Refused { reason: RefusalReason::SchemaNotATenant, .. }) => {}
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let tables = count(&mut admin, "SELECT count(*) AS n FROM pg_tables WHERE schemaname = $1", schema.as_str());
+    assert_eq!(tables, 0, "nothing ran in the schema");
 
-    let done = provision(&pool, &schema, BASIC).unwrap();
+    let done = adopt(&pool, &schema, BASIC).unwrap();
     assert!(!done.created);
     assert_eq!(done.applied.len(), 2);
     assert!(tenant_exists(&pool, &schema).unwrap());
@@ -285,7 +293,7 @@ fn drop_tenant_drops_a_registered_tenant_and_its_row() {
     assert!(tenant_record(&pool, &schema).unwrap().is_none());
     assert!(!schema_exists(&mut tenancy_tests::admin(), schema.as_str()));
     // Dropping again: no longer a registered tenant.
-    assert!(matches!(drop_tenant(&pool, &schema), Err(TenancyError::Refused { .. })));
+    assert!(matches!(drop_tenant(&pool, &schema), Err(TenancyError::TenantNotFound { .. })));
 }
 
 #[test]
@@ -318,11 +326,15 @@ fn drop_tenant_refuses_public_the_registry_and_unknown_schemas_and_drops_nothing
     for name in ["fleet_registry", "fleet_shared", "lookalike", "never_heard_of"] {
         let err = drop_tenant(&pool, &SchemaName::new(name).unwrap()).unwrap_err();
         match err {
-            TenancyError::Refused { operation: "drop", schema, reason } => {
+            TenancyError::ReservedSchema { schema, role } => {
                 assert_eq!(schema, name);
-                assert!(!reason.is_empty());
+                assert!(name == "fleet_registry" || name == "fleet_shared", "{name} is not reserved ({role})");
             }
-            other => panic!("dropping {name}: expected Refused, got {other:?}"),
+            TenancyError::TenantNotFound { schema } => {
+                assert_eq!(schema, name);
+                assert!(name == "lookalike" || name == "never_heard_of", "{name} is a tenant");
+            }
+            other => panic!("dropping {name}: expected a refusal, got {other:?}"),
         }
     }
     for name in ["public", "fleet_registry", "fleet_shared", "lookalike", "tenant_kept"] {
@@ -346,7 +358,7 @@ fn provision_refuses_the_registry_and_shared_schemas() {
         .unwrap();
     for name in ["fleet_registry", "fleet_shared"] {
         let err = provision(&pool, &SchemaName::new(name).unwrap(), BASIC).unwrap_err();
-        assert!(matches!(err, TenancyError::Refused { operation: "provision", .. }), "{err:?}");
+        assert!(matches!(err, TenancyError::ReservedSchema { .. }), "{err:?}");
     }
     let mut admin = PgConnection::establish(db.url()).unwrap();
     assert!(!schema_exists(&mut admin, "fleet_shared"));

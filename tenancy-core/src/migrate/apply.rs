@@ -25,11 +25,19 @@ pub(crate) struct Plan {
 
 impl Plan {
     pub(crate) fn load<S: MigrationSource<Pg> + ?Sized>(source: &S) -> Result<Self, TenancyError> {
-        let mut migrations = source.migrations().map_err(|source| TenancyError::MigrationSource { source })?;
+        let mut migrations = source.migrations().map_err(|e| TenancyError::MigrationSource {
+            source: format!("{e}; check that the migrations directory exists and each migration has an up.sql").into(),
+        })?;
         migrations.sort_by(|a, b| a.name().version().cmp(&b.name().version()));
         migrations.dedup_by(|a, b| a.name().version() == b.name().version());
         if let Some(m) = migrations.iter().find(|m| !m.metadata().run_in_transaction()) {
-            return Err(TenancyError::MigrationNotTransactional { migration: m.name().to_string() });
+            return Err(TenancyError::MigrationSource {
+                source: format!(
+                    "migration {} is marked run_in_transaction = false, but tenant migrations run in one transaction per tenant (which also keeps them safe behind a transaction pooler); remove that setting from its metadata.toml, or run its statements outside tenancy",
+                    m.name()
+                )
+                .into(),
+            });
         }
         let versions: Vec<String> = migrations.iter().map(|m| m.name().version().to_string()).collect();
         let target = AppliedMigrations::of(&versions);

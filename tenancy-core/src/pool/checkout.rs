@@ -236,6 +236,7 @@ impl TenantPool {
                         Target::Tenant(schema) => Scope::Tenant((*schema).clone()),
                         _ => Scope::Shared,
                     };
+                    state.scope_in_transaction = matches!(purpose, Purpose::Transaction { .. });
                 }
                 if switching || proven_at.is_none() {
                     state.epoch = epoch;
@@ -317,10 +318,19 @@ impl TenantPool {
         }
         session.phase = Phase::Pool;
         session.state.refused = false;
+        if std::mem::take(&mut session.state.scope_in_transaction) {
+            // Checked in without the pool's commit: the transaction that set it ended otherwise.
+            session.state.scope = Scope::Unknown;
+        }
         session.state.last_used = Instant::now();
         let (effects, failure) = session.guard.take();
         let state = &mut session.state;
-        if failure == Failure::Lost || effects.intersects(Effects::UNRESTORABLE | Effects::PREPARED) {
+        // A temporary schema, once a session has one, stays listed in its
+        // search path; SQL-level prepared statements could share a name with
+        // diesel's. A fresh session is cheaper than proving them gone.
+        if failure == Failure::Lost
+            || effects.intersects(Effects::UNRESTORABLE | Effects::PREPARED | Effects::TEMPORARY)
+        {
             state.retire = true;
             return;
         }
@@ -336,7 +346,6 @@ impl TenantPool {
             return;
         }
         const RESTORED: Effects = Effects::SETTING
-            .union(Effects::TEMPORARY)
             .union(Effects::CURSOR)
             .union(Effects::ADVISORY_LOCK)
             .union(Effects::LISTEN)
@@ -363,13 +372,18 @@ impl TenantPool {
 
     /// One message that returns a session to how the pool left it: ends any
     /// transaction, closes cursors, resets every setting (then re-applies
-    /// diesel's own), and drops listeners, session advisory locks, temporary
-    /// objects and sequence state; then scopes it again.
+    /// diesel's own), and drops listeners, session advisory locks and
+    /// sequence state; then scopes it again. What cannot be undone in place
+    /// (a temporary schema, made by code the text did not show, or an
+    /// SQL-level prepared statement) makes it fail, and the connection is retired.
     fn restore_message(&self, scope: &Scope) -> String {
         let mut sql = String::from(
-            "ROLLBACK; CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
+            "ROLLBACK; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; CLOSE ALL; \
              SET TIME ZONE 'UTC'; SET CLIENT_ENCODING TO 'UTF8'; UNLISTEN *; \
-             SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES",
+             SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD SEQUENCES; \
+             SELECT CASE WHEN pg_catalog.pg_my_temp_schema() <> 0 \
+                 OR EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_statements WHERE from_sql) \
+             THEN ('tenancy: cannot restore: ' || pg_catalog.pg_my_temp_schema())::int END",
         );
         let first = match scope {
             Scope::Tenant(schema) => Some(schema.as_str()),

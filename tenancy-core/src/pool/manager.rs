@@ -69,6 +69,9 @@ pub(crate) struct ConnState {
     pub(crate) sequences: bool,
     /// A statement of the current transaction body was refused.
     pub(crate) refused: bool,
+    /// The scope was set in the message that opened the current transaction
+    /// (statements before `BEGIN` join its transaction): a rollback undoes it.
+    pub(crate) scope_in_transaction: bool,
 }
 
 /// The instrumentation every pooled connection carries: the session guard,
@@ -216,6 +219,7 @@ impl r2d2::ManageConnection for Manager {
                 retire: false,
                 sequences: false,
                 refused: false,
+                scope_in_transaction: false,
             },
             phase: Phase::Pool,
             user: self.instrumentation.as_ref().map(|make| make()),

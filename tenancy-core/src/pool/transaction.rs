@@ -68,7 +68,12 @@ impl TenantPool {
                 Err(E::from(TenancyError::SessionStateRefused))
             }
             Ok(Ok(value)) => match self.commit(pooled, &target, effects) {
-                Ok(()) => Ok(value),
+                Ok(()) => {
+                    if let Some(session) = session_of(pooled) {
+                        session.state.scope_in_transaction = false;
+                    }
+                    Ok(value)
+                }
                 Err(error) => Err(E::from(error)),
             },
             Ok(Err(error)) => {
