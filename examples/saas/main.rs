@@ -200,7 +200,7 @@ fn release_1_requests() -> Vec<(Request, u16, &'static str)> {
         (r("acme'; DROP SCHEMA public CASCADE; --", Action::Board), 400, "invalid schema name"),
         (r("Acme", Action::Board), 400, "must be lowercase"),
         (r("initech", Action::DeleteAccount), 200, "dropped"),
-        (r("initech", Action::Board), 404, "does not exist"),
+        (r("initech", Action::Board), 404, "not a registered tenant"),
         (r("acme", Action::Board), 200, "\"Website\": 1 task(s), 1 open, 1 comment(s)"),
     ]
 }

@@ -61,9 +61,17 @@ impl Layout {
                 return Err(ConfigError::ExtensionSchemaHoldsTables { name: extension.clone() });
             }
         }
-        let tail: String =
-            extensions.iter().map(|e| format!(", {}", quote_ident(e))).chain([String::from(", pg_temp")]).collect();
-        Ok(Self { shared: shared.to_owned(), registry: registry.to_owned(), extensions: extensions.to_vec(), tail })
+        let tail: String = extensions
+            .iter()
+            .map(|e| format!(", {}", quote_ident(e)))
+            .chain([String::from(", pg_temp")])
+            .collect();
+        Ok(Self {
+            shared: shared.to_owned(),
+            registry: registry.to_owned(),
+            extensions: extensions.to_vec(),
+            tail,
+        })
     }
 
     pub(crate) fn shared(&self) -> &str {
@@ -118,7 +126,10 @@ mod tests {
 
     #[test]
     fn every_bad_setting_is_its_own_error() {
-        assert!(matches!(Layout::new("Bad", "tenancy", &[]), Err(ConfigError::InvalidSchemaName { setting: "shared_schema", .. })));
+        assert!(matches!(
+            Layout::new("Bad", "tenancy", &[]),
+            Err(ConfigError::InvalidSchemaName { setting: "shared_schema", .. })
+        ));
         assert!(matches!(Layout::new("x", "x", &[]), Err(ConfigError::SharedIsRegistry { .. })));
         assert!(matches!(
             Layout::new("public", "tenancy", &[String::from("public")]),

@@ -81,7 +81,11 @@ impl Provisioned {
 /// println!("created: {}, applied: {:?}", done.created, done.applied);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn provision<S>(pool: &TenantPool, schema: &SchemaName, migrations: S) -> Result<Provisioned, TenancyError>
+pub fn provision<S>(
+    pool: &TenantPool,
+    schema: &SchemaName,
+    migrations: S,
+) -> Result<Provisioned, TenancyError>
 where
     S: MigrationSource<Pg>,
 {
@@ -118,7 +122,12 @@ enum Intent {
     Adopt,
 }
 
-fn establish<S>(pool: &TenantPool, schema: &SchemaName, migrations: &S, intent: Intent) -> Result<Provisioned, TenancyError>
+fn establish<S>(
+    pool: &TenantPool,
+    schema: &SchemaName,
+    migrations: &S,
+    intent: Intent,
+) -> Result<Provisioned, TenancyError>
 where
     S: MigrationSource<Pg>,
 {
@@ -161,7 +170,11 @@ where
         // before it are kept so that the next call resumes after them.
         Ok(match run.error {
             Some(error) => Err(error),
-            None => Ok(Provisioned { schema: schema.clone(), created: !found.schema_exists, applied: run.applied }),
+            None => Ok(Provisioned {
+                schema: schema.clone(),
+                created: !found.schema_exists,
+                applied: run.applied,
+            }),
         })
     })?;
     outcome

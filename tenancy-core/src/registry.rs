@@ -349,7 +349,11 @@ impl Registry {
     }
 
     /// The row of `schema`, if any.
-    pub(crate) fn row(&self, conn: &mut PgConnection, schema: &SchemaName) -> Result<Option<Row>, TenancyError> {
+    pub(crate) fn row(
+        &self,
+        conn: &mut PgConnection,
+        schema: &SchemaName,
+    ) -> Result<Option<Row>, TenancyError> {
         let sql = format!("SELECT {} FROM {} AS r WHERE r.schema_name = $1", Self::COLUMNS, self.table);
         let rows: Vec<Row> =
             trusted(conn, |conn| diesel::sql_query(sql).bind::<Text, _>(schema.as_str()).load(conn))?;
@@ -483,13 +487,19 @@ impl Registry {
     /// Deletes a tenant's row; `true` if there was one.
     pub(crate) fn delete(&self, conn: &mut PgConnection, schema: &SchemaName) -> Result<bool, TenancyError> {
         let sql = format!("DELETE FROM {} WHERE schema_name = $1", self.table);
-        let deleted = trusted(conn, |conn| diesel::sql_query(sql).bind::<Text, _>(schema.as_str()).execute(conn))?;
+        let deleted =
+            trusted(conn, |conn| diesel::sql_query(sql).bind::<Text, _>(schema.as_str()).execute(conn))?;
         Ok(deleted > 0)
     }
 
     /// Tells every pool listening on this registry (in any process) that
     /// `schema` was fenced or dropped; delivered when the transaction commits.
-    pub(crate) fn notify(&self, conn: &mut PgConnection, event: &str, schema: &SchemaName) -> Result<(), TenancyError> {
+    pub(crate) fn notify(
+        &self,
+        conn: &mut PgConnection,
+        event: &str,
+        schema: &SchemaName,
+    ) -> Result<(), TenancyError> {
         trusted(conn, |conn| {
             diesel::sql_query("SELECT pg_catalog.pg_notify($1, $2)")
                 .bind::<Text, _>(notification_channel(&self.name))
@@ -511,7 +521,9 @@ mod tests {
 
     #[test]
     fn states_round_trip_through_their_column_values() {
-        for state in [TenantState::Provisioning, TenantState::Ready, TenantState::Failed, TenantState::Dropping] {
+        for state in
+            [TenantState::Provisioning, TenantState::Ready, TenantState::Failed, TenantState::Dropping]
+        {
             assert_eq!(state.as_str().parse::<TenantState>(), Ok(state));
         }
         assert!("READY".parse::<TenantState>().is_err());

@@ -433,8 +433,11 @@ fn transaction_pooler_mode_refuses_sessions_and_runs_transactions() {
 #[test]
 fn extension_schemas_follow_the_tenant_and_public_is_refused() {
     let schemas = Schemas::create("withext", 1, ITEMS_DDL);
-    let ext =
-        Schemas::create_unregistered("ext", 1, "CREATE FUNCTION ext_answer() RETURNS int LANGUAGE sql AS 'SELECT 42'");
+    let ext = Schemas::create_unregistered(
+        "ext",
+        1,
+        "CREATE FUNCTION ext_answer() RETURNS int LANGUAGE sql AS 'SELECT 42'",
+    );
     let pool =
         TenantPool::builder().max_size(1).extension_schemas([ext.first().as_str()]).build(&url()).unwrap();
     let mut conn = pool.tenant(schemas.first()).unwrap();
@@ -481,14 +484,16 @@ fn rolled_back_transaction_does_not_leave_a_stale_scope() {
     let pool = pool_of_one();
     drop(pool.tenant(a).unwrap());
     // Switching to B inside a transaction that rolls back also rolls the switch back.
-    let _ = pool.transaction(b, |_| Err::<(), _>(TenancyError::Database(diesel::result::Error::RollbackTransaction)));
+    let _ = pool
+        .transaction(b, |_| Err::<(), _>(TenancyError::Database(diesel::result::Error::RollbackTransaction)));
     assert_eq!(current_schemas(&mut pool.tenant(b).unwrap()), vec![b.to_string()]);
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let _: Result<(), TenancyError> = pool.transaction(a, |_| panic!("rolls back"));
     }));
     assert_eq!(current_schemas(&mut pool.tenant(a).unwrap()), vec![a.to_string()]);
     drop(pool.tenant(b).unwrap());
-    let _ = pool.transaction(a, |_| Err::<(), _>(TenancyError::Database(diesel::result::Error::RollbackTransaction)));
+    let _ = pool
+        .transaction(a, |_| Err::<(), _>(TenancyError::Database(diesel::result::Error::RollbackTransaction)));
     assert_eq!(current_schemas(&mut pool.tenant(a).unwrap()), vec![a.to_string()]);
 }
 

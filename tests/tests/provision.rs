@@ -10,9 +10,8 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, FileBasedMigrations};
 use tenancy_core::{
-    adopt, RefusalReason,
-    drop_tenant, list_tenants, parse_schema, provision, tenant_exists, tenant_record, PoolerMode, SchemaName,
-    TenancyError, TenantPool, TenantState,
+    adopt, drop_tenant, list_tenants, parse_schema, provision, tenant_exists, tenant_record, PoolerMode,
+    RefusalReason, SchemaName, TenancyError, TenantPool, TenantState,
 };
 use tenancy_tests::unique_schema;
 
@@ -238,7 +237,8 @@ fn an_existing_unregistered_schema_is_adopted_only_on_request() {
         Err(TenancyError::Refused { reason: RefusalReason::SchemaNotATenant, .. }) => {}
         other => panic!("expected a refusal, got {other:?}"),
     }
-    let tables = count(&mut admin, "SELECT count(*) AS n FROM pg_tables WHERE schemaname = $1", schema.as_str());
+    let tables =
+        count(&mut admin, "SELECT count(*) AS n FROM pg_tables WHERE schemaname = $1", schema.as_str());
     assert_eq!(tables, 0, "nothing ran in the schema");
 
     let done = adopt(&pool, &schema, BASIC).unwrap();
@@ -328,7 +328,10 @@ fn drop_tenant_refuses_public_the_registry_and_unknown_schemas_and_drops_nothing
         match err {
             TenancyError::ReservedSchema { schema, role } => {
                 assert_eq!(schema, name);
-                assert!(name == "fleet_registry" || name == "fleet_shared", "{name} is not reserved ({role})");
+                assert!(
+                    name == "fleet_registry" || name == "fleet_shared",
+                    "{name} is not reserved ({role})"
+                );
             }
             TenancyError::TenantNotFound { schema } => {
                 assert_eq!(schema, name);

@@ -88,9 +88,9 @@ proptest! {
                 prop_assert!(!error.rule().is_empty());
                 prop_assert!(message.starts_with(error.rule()), "{message}");
                 match parse_schema(&name) {
-                    Err(TenancyError::InvalidSchemaName { name: kept, source }) => {
+                    Err(TenancyError::InvalidSchemaName { name: kept, reason }) => {
                         prop_assert_eq!(kept, name.clone());
-                        prop_assert_eq!(source, error);
+                        prop_assert_eq!(reason, error);
                     }
                     other => prop_assert!(false, "parse_schema({name:?}) = {other:?}"),
                 }

@@ -165,15 +165,75 @@ const VOLATILE_BUT_HARMLESS: &[&str] = &[
 /// Immutable or stable built-ins diesel's DSL and everyday SQL use; the
 /// offline stand-in for what [`Catalog::from_server`] reads.
 const EVERYDAY_BUILTINS: &[&str] = &[
-    "count", "sum", "avg", "min", "max", "lower", "upper", "length", "char_length", "abs", "round", "floor",
-    "ceil", "ceiling", "now", "date_trunc", "date_part", "to_char", "to_date", "to_timestamp", "concat",
-    "concat_ws", "substr", "replace", "btrim", "ltrim", "rtrim", "split_part", "strpos", "array_agg",
-    "string_agg", "json_agg", "jsonb_agg", "json_build_object", "jsonb_build_object", "array_length",
-    "cardinality", "unnest", "generate_series", "row_number", "rank", "dense_rank", "lag", "lead",
-    "first_value", "last_value", "bool_and", "bool_or", "every", "md5", "encode", "decode", "age",
-    "make_interval", "left", "right", "starts_with", "regexp_replace", "to_json", "to_jsonb",
-    "jsonb_set", "array_to_string", "string_to_array", "current_setting", "current_schemas", "version",
-    "to_regclass", "to_regnamespace", "pg_typeof",
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "lower",
+    "upper",
+    "length",
+    "char_length",
+    "abs",
+    "round",
+    "floor",
+    "ceil",
+    "ceiling",
+    "now",
+    "date_trunc",
+    "date_part",
+    "to_char",
+    "to_date",
+    "to_timestamp",
+    "concat",
+    "concat_ws",
+    "substr",
+    "replace",
+    "btrim",
+    "ltrim",
+    "rtrim",
+    "split_part",
+    "strpos",
+    "array_agg",
+    "string_agg",
+    "json_agg",
+    "jsonb_agg",
+    "json_build_object",
+    "jsonb_build_object",
+    "array_length",
+    "cardinality",
+    "unnest",
+    "generate_series",
+    "row_number",
+    "rank",
+    "dense_rank",
+    "lag",
+    "lead",
+    "first_value",
+    "last_value",
+    "bool_and",
+    "bool_or",
+    "every",
+    "md5",
+    "encode",
+    "decode",
+    "age",
+    "make_interval",
+    "left",
+    "right",
+    "starts_with",
+    "regexp_replace",
+    "to_json",
+    "to_jsonb",
+    "jsonb_set",
+    "array_to_string",
+    "string_to_array",
+    "current_setting",
+    "current_schemas",
+    "version",
+    "to_regclass",
+    "to_regnamespace",
+    "pg_typeof",
 ];
 
 impl Default for Catalog {
@@ -194,8 +254,10 @@ impl Catalog {
             .chain(VOLATILE_BUT_HARMLESS.iter().map(|s| s.to_string()))
             .map(|s| s.to_ascii_lowercase().into_bytes().into_boxed_slice())
             .collect();
-        let ruled_relations =
-            ruled_relations.into_iter().map(|s| s.to_ascii_lowercase().into_bytes().into_boxed_slice()).collect();
+        let ruled_relations = ruled_relations
+            .into_iter()
+            .map(|s| s.to_ascii_lowercase().into_bytes().into_boxed_slice())
+            .collect();
         Self { harmless, ruled_relations }
     }
 
@@ -345,15 +407,45 @@ fn statement_effects(tokens: &[Token<'_>], catalog: &Catalog, managed: bool) -> 
         };
     }
     const SCANNED: &[&str] = &[
-        "select", "values", "table", "with", "insert", "update", "delete", "merge", "show", "notify", "lock",
-        "fetch", "move", "close", "declare", "checkpoint", "vacuum", "analyze", "analyse", "reindex", "cluster",
-        "refresh", "truncate", "comment", "grant", "revoke", "security", "import", "alter", "drop", "create", "copy",
+        "select",
+        "values",
+        "table",
+        "with",
+        "insert",
+        "update",
+        "delete",
+        "merge",
+        "show",
+        "notify",
+        "lock",
+        "fetch",
+        "move",
+        "close",
+        "declare",
+        "checkpoint",
+        "vacuum",
+        "analyze",
+        "analyse",
+        "reindex",
+        "cluster",
+        "refresh",
+        "truncate",
+        "comment",
+        "grant",
+        "revoke",
+        "security",
+        "import",
+        "alter",
+        "drop",
+        "create",
+        "copy",
     ];
     if !SCANNED.iter().any(|kw| is(kw)) {
         return Effects::OPAQUE;
     }
     let mut effects = if defines_without_running(words) { scan_names(words) } else { scan(words, catalog) };
-    if is("declare") && words.windows(2).any(|w| keyword(Some(&w[0]), "with") && keyword(Some(&w[1]), "hold")) {
+    if is("declare") && words.windows(2).any(|w| keyword(Some(&w[0]), "with") && keyword(Some(&w[1]), "hold"))
+    {
         effects |= Effects::CURSOR;
     }
     effects
@@ -366,14 +458,53 @@ fn defines_without_running(words: &[Token<'_>]) -> bool {
     if !keyword(words.first(), "create") {
         return false;
     }
-    const SKIPPED: &[&str] = &["or", "replace", "temp", "temporary", "local", "global", "unlogged", "constraint", "trusted", "procedural", "default", "recursive"];
+    const SKIPPED: &[&str] = &[
+        "or",
+        "replace",
+        "temp",
+        "temporary",
+        "local",
+        "global",
+        "unlogged",
+        "constraint",
+        "trusted",
+        "procedural",
+        "default",
+        "recursive",
+    ];
     let Some(kind) = words[1..].iter().find(|t| !SKIPPED.iter().any(|kw| keyword(Some(t), kw))) else {
         return false;
     };
     const DEFINITIONS: &[&str] = &[
-        "function", "procedure", "trigger", "view", "rule", "aggregate", "operator", "type", "cast", "policy",
-        "event", "domain", "language", "schema", "extension", "sequence", "collation", "conversion", "publication",
-        "subscription", "statistics", "transform", "access", "foreign", "server", "user", "role", "group", "tablespace",
+        "function",
+        "procedure",
+        "trigger",
+        "view",
+        "rule",
+        "aggregate",
+        "operator",
+        "type",
+        "cast",
+        "policy",
+        "event",
+        "domain",
+        "language",
+        "schema",
+        "extension",
+        "sequence",
+        "collation",
+        "conversion",
+        "publication",
+        "subscription",
+        "statistics",
+        "transform",
+        "access",
+        "foreign",
+        "server",
+        "user",
+        "role",
+        "group",
+        "tablespace",
     ];
     if DEFINITIONS.iter().any(|kw| keyword(Some(kind), kw)) {
         return true;
@@ -423,9 +554,8 @@ fn is_temp_keyword(token: &Token<'_>, previous: Option<&Token<'_>>) -> bool {
 /// `SET ...`, after the `SET`.
 fn set_effects(rest: &[Token<'_>]) -> Effects {
     let at = |i: usize, kw: &str| keyword(rest.get(i), kw);
-    let is_search_path = |i: usize| {
-        at(i, "schema") || rest.get(i).and_then(name).is_some_and(|n| eq_fold(n, "search_path"))
-    };
+    let is_search_path =
+        |i: usize| at(i, "schema") || rest.get(i).and_then(name).is_some_and(|n| eq_fold(n, "search_path"));
     if at(0, "local") {
         return if is_search_path(1) { Effects::LOCAL_SEARCH_PATH } else { Effects::NONE };
     }
@@ -442,24 +572,114 @@ fn set_effects(rest: &[Token<'_>]) -> Effects {
 
 /// Keywords that may stand before `(` without being a function call.
 const NOT_CALLS: &[&str] = &[
-    "in", "values", "exists", "any", "all", "some", "as", "on", "using", "conflict", "over", "filter", "within",
-    "where", "and", "or", "not", "select", "from", "join", "lateral", "returning", "set", "by", "when", "then",
-    "else", "case", "having", "limit", "offset", "into", "table", "references", "primary", "unique", "check",
-    "key", "foreign", "index", "default", "with", "array", "row", "cast", "coalesce", "greatest", "least",
-    "nullif", "extract", "overlay", "position", "substring", "trim", "grouping", "distinct", "union",
-    "intersect", "except", "only", "is", "like", "ilike", "similar", "between", "escape", "partition", "include",
-    "window", "range", "rows", "groups", "for", "of", "do", "update", "recursive", "materialized", "character",
-    "varchar", "numeric", "decimal", "float", "time", "timestamp", "interval", "bit", "char", "national",
-    "nchar", "double", "precision", "return", "returns", "language", "table", "do", "collate", "at", "zone",
+    "in",
+    "values",
+    "exists",
+    "any",
+    "all",
+    "some",
+    "as",
+    "on",
+    "using",
+    "conflict",
+    "over",
+    "filter",
+    "within",
+    "where",
+    "and",
+    "or",
+    "not",
+    "select",
+    "from",
+    "join",
+    "lateral",
+    "returning",
+    "set",
+    "by",
+    "when",
+    "then",
+    "else",
+    "case",
+    "having",
+    "limit",
+    "offset",
+    "into",
+    "table",
+    "references",
+    "primary",
+    "unique",
+    "check",
+    "key",
+    "foreign",
+    "index",
+    "default",
+    "with",
+    "array",
+    "row",
+    "cast",
+    "coalesce",
+    "greatest",
+    "least",
+    "nullif",
+    "extract",
+    "overlay",
+    "position",
+    "substring",
+    "trim",
+    "grouping",
+    "distinct",
+    "union",
+    "intersect",
+    "except",
+    "only",
+    "is",
+    "like",
+    "ilike",
+    "similar",
+    "between",
+    "escape",
+    "partition",
+    "include",
+    "window",
+    "range",
+    "rows",
+    "groups",
+    "for",
+    "of",
+    "do",
+    "update",
+    "recursive",
+    "materialized",
+    "character",
+    "varchar",
+    "numeric",
+    "decimal",
+    "float",
+    "time",
+    "timestamp",
+    "interval",
+    "bit",
+    "char",
+    "national",
+    "nchar",
+    "double",
+    "precision",
+    "return",
+    "returns",
+    "language",
+    "table",
+    "do",
+    "collate",
+    "at",
+    "zone",
 ];
 
 /// Scans the tokens of a statement the server executes for function calls,
 /// rule-carrying relations, temporary objects and column defaults.
 fn scan(words: &[Token<'_>], catalog: &Catalog) -> Effects {
     let mut effects = Effects::NONE;
-    let writes = words.iter().any(|t| {
-        ["insert", "update", "delete", "merge"].iter().any(|kw| keyword(Some(t), kw))
-    });
+    let writes =
+        words.iter().any(|t| ["insert", "update", "delete", "merge"].iter().any(|kw| keyword(Some(t), kw)));
     let inserts = words.iter().any(|t| keyword(Some(t), "insert") || keyword(Some(t), "merge"));
     if inserts || words.iter().any(|t| keyword(Some(t), "default")) {
         // Column defaults (serial ids) call nextval.
@@ -486,9 +706,10 @@ fn scan(words: &[Token<'_>], catalog: &Catalog) -> Effects {
         if matches!(token, Token::Word(w) if NOT_CALLS.iter().any(|kw| eq_fold(w, kw))) {
             continue;
         }
-        if matches!(previous, Some(Token::Cast)) || ["as", "into", "table", "references", "with", "recursive"]
-            .iter()
-            .any(|kw| keyword(previous, kw))
+        if matches!(previous, Some(Token::Cast))
+            || ["as", "into", "table", "references", "with", "recursive"]
+                .iter()
+                .any(|kw| keyword(previous, kw))
         {
             continue;
         }
@@ -504,7 +725,12 @@ fn scan(words: &[Token<'_>], catalog: &Catalog) -> Effects {
 
 /// What calling `function` (qualified by `qualifier`, if any) may do; `args`
 /// are the tokens after its opening parenthesis.
-fn call_effects(function: &[u8], qualifier: Option<Option<&[u8]>>, args: &[Token<'_>], catalog: &Catalog) -> Effects {
+fn call_effects(
+    function: &[u8],
+    qualifier: Option<Option<&[u8]>>,
+    args: &[Token<'_>],
+    catalog: &Catalog,
+) -> Effects {
     let is = |f: &str| eq_fold(function, f);
     // dblink keeps connections open in the session, wherever it is installed.
     if ["dblink_connect", "dblink_connect_u", "dblink_open"].iter().any(|f| is(f)) {
@@ -596,9 +822,9 @@ pub(crate) fn fast_path(sql: &str) -> Option<Effects> {
         return None;
     }
     const CALLABLE: &[&str] = &[
-        "where", "and", "or", "not", "in", "any", "all", "exists", "values", "select", "from", "on", "count", "sum",
-        "min", "max", "avg", "lower", "upper", "coalesce", "length", "using", "having", "by", "when", "then", "else",
-        "case", "join",
+        "where", "and", "or", "not", "in", "any", "all", "exists", "values", "select", "from", "on", "count",
+        "sum", "min", "max", "avg", "lower", "upper", "coalesce", "length", "using", "having", "by", "when",
+        "then", "else", "case", "join",
     ];
     let update = eq_fold(first, "update");
     // The last word seen, and whether it was quoted.
@@ -617,7 +843,10 @@ pub(crate) fn fast_path(sql: &str) -> Option<Effects> {
                 i += len + 2;
             }
             c if c.is_ascii_alphabetic() || c == b'_' => {
-                let len = b[i..].iter().position(|&c| !(c.is_ascii_alphanumeric() || c == b'_')).unwrap_or(b.len() - i);
+                let len = b[i..]
+                    .iter()
+                    .position(|&c| !(c.is_ascii_alphanumeric() || c == b'_'))
+                    .unwrap_or(b.len() - i);
                 let word = &b[i..i + len];
                 if plain_word_hazard(word, update) || b.get(i + len) == Some(&b'$') {
                     return None;

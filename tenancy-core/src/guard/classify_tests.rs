@@ -208,7 +208,28 @@ fn the_fast_path_accepts_dsl_and_agrees_with_the_classifier() {
 
 #[test]
 fn degenerate_input_is_classified_without_panicking() {
-    for sql in ["'", "\"", "$", "$$", "$a$", "/*", "--", "e'\\", "u&\"", ";;;", "", "$1$", "SET", "RESET", "set_config(", "SELECT set_config(", "EXPLAIN (", "EXPLAIN ANALYZE", "(((", ")))"] {
+    for sql in [
+        "'",
+        "\"",
+        "$",
+        "$$",
+        "$a$",
+        "/*",
+        "--",
+        "e'\\",
+        "u&\"",
+        ";;;",
+        "",
+        "$1$",
+        "SET",
+        "RESET",
+        "set_config(",
+        "SELECT set_config(",
+        "EXPLAIN (",
+        "EXPLAIN ANALYZE",
+        "(((",
+        ")))",
+    ] {
         let _ = effects(sql);
         let _ = fast_path(sql);
     }

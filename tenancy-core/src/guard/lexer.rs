@@ -73,7 +73,8 @@ impl RoutineHeader {
 
     fn is_routine(&self) -> bool {
         let i = self.initials;
-        i[0] == b'c' && (i[1] == b'f' || i[1] == b'p' || (i[1] == b'o' && i[2] == b'r' && matches!(i[3], b'f' | b'p')))
+        i[0] == b'c'
+            && (i[1] == b'f' || i[1] == b'p' || (i[1] == b'o' && i[2] == b'r' && matches!(i[3], b'f' | b'p')))
     }
 }
 
@@ -97,14 +98,7 @@ fn is_space(c: u8) -> bool {
 
 impl<'a> Lexer<'a> {
     pub(crate) fn new(sql: &'a [u8], backslashes: Backslashes) -> Self {
-        Self {
-            sql,
-            at: 0,
-            backslashes,
-            paren_depth: 0,
-            routine: RoutineHeader::default(),
-            begin_depth: 0,
-        }
+        Self { sql, at: 0, backslashes, paren_depth: 0, routine: RoutineHeader::default(), begin_depth: 0 }
     }
 
     fn peek(&self, offset: usize) -> Option<u8> {
@@ -200,7 +194,9 @@ impl<'a> Lexer<'a> {
             while self.peek(0).is_some_and(is_ident_cont) {
                 self.at += 1;
             }
-            if eq_fold(&self.sql[start..self.at], "uescape") && self.skip_trivia() && self.peek(0) == Some(b'\'')
+            if eq_fold(&self.sql[start..self.at], "uescape")
+                && self.skip_trivia()
+                && self.peek(0) == Some(b'\'')
             {
                 let content = self.quoted_run(b'\'', false);
                 if let [c] = content {
@@ -424,7 +420,8 @@ fn decode_escape_string(raw: &[u8]) -> Option<Cow<'_, [u8]>> {
 
 /// Decodes `U&` escapes: `\XXXX`, `\+XXXXXX` and `\\` (with `\` replaced by `escape`).
 fn decode_unicode<'a>(raw: &Cow<'a, [u8]>, escape: u8) -> Option<Cow<'a, [u8]>> {
-    if escape == 0 || escape.is_ascii_hexdigit() || matches!(escape, b'+' | b'\'' | b'"') || is_space(escape) {
+    if escape == 0 || escape.is_ascii_hexdigit() || matches!(escape, b'+' | b'\'' | b'"') || is_space(escape)
+    {
         return None;
     }
     if !raw.contains(&escape) {
@@ -494,7 +491,10 @@ mod tests {
 
     #[test]
     fn line_comments_end_at_carriage_return_too() {
-        assert_eq!(words("SELECT 1; --\rSET search_path TO public"), ["SELECT", ";", "SET", "search_path", "TO", "public"]);
+        assert_eq!(
+            words("SELECT 1; --\rSET search_path TO public"),
+            ["SELECT", ";", "SET", "search_path", "TO", "public"]
+        );
         assert_eq!(words("SELECT 1 -- x\nRESET ALL"), ["SELECT", "RESET", "ALL"]);
         assert_eq!(words("SELECT 1 -- x"), ["SELECT"]);
     }
@@ -549,8 +549,31 @@ mod tests {
     #[test]
     fn degenerate_input_does_not_panic() {
         for sql in [
-            "'", "\"", "$", "$$", "$a$", "/*", "/* /* */", "--", "e'\\", "u&", "u&\"", "u&'", ";;;", "", "$1$", "E'\\u12",
-            "U&\"\\+12\"", "U&\"x\" UESCAPE", "U&\"x\" UESCAPE '", "1e", "1e+", ".", "::", "E'\\x'", "E'\\777'",
+            "'",
+            "\"",
+            "$",
+            "$$",
+            "$a$",
+            "/*",
+            "/* /* */",
+            "--",
+            "e'\\",
+            "u&",
+            "u&\"",
+            "u&'",
+            ";;;",
+            "",
+            "$1$",
+            "E'\\u12",
+            "U&\"\\+12\"",
+            "U&\"x\" UESCAPE",
+            "U&\"x\" UESCAPE '",
+            "1e",
+            "1e+",
+            ".",
+            "::",
+            "E'\\x'",
+            "E'\\777'",
         ] {
             let _ = tokens(sql);
             let _: Vec<_> = Lexer::new(sql.as_bytes(), Backslashes::Escape).collect();

@@ -53,7 +53,9 @@ impl Failure {
             },
             // Errors raised before anything was sent (a NUL in the text, a
             // bad bind) or while reading rows leave the session as it was.
-            DieselError::InvalidCString(_) | DieselError::SerializationError(_) | DieselError::NotFound => Self::None,
+            DieselError::InvalidCString(_) | DieselError::SerializationError(_) | DieselError::NotFound => {
+                Self::None
+            }
             DieselError::DeserializationError(_) => Self::Benign,
             _ => Self::Unknown,
         }

@@ -26,7 +26,10 @@ pub(crate) struct Plan {
 impl Plan {
     pub(crate) fn load<S: MigrationSource<Pg> + ?Sized>(source: &S) -> Result<Self, TenancyError> {
         let mut migrations = source.migrations().map_err(|e| TenancyError::MigrationSource {
-            source: format!("{e}; check that the migrations directory exists and each migration has an up.sql").into(),
+            source: format!(
+                "{e}; check that the migrations directory exists and each migration has an up.sql"
+            )
+            .into(),
         })?;
         migrations.sort_by(|a, b| a.name().version().cmp(&b.name().version()));
         migrations.dedup_by(|a, b| a.name().version() == b.name().version());

@@ -12,7 +12,9 @@ use diesel::prelude::*;
 use diesel::sql_types::Oid;
 
 use super::apply::{apply_pending, probe, Plan};
-use super::report::{MigrateOptions, MigrationCounts, MigrationReport, Progress, TenantMigration, TenantOutcome};
+use super::report::{
+    MigrateOptions, MigrationCounts, MigrationReport, Progress, TenantMigration, TenantOutcome,
+};
 use crate::error::TenancyError;
 use crate::pool::{trusted, TenantPool};
 use crate::registry::{AppliedMigrations, Registry, TenantState};
@@ -129,7 +131,9 @@ where
                                     schema.clone(),
                                     TenantOutcome::Failed {
                                         applied: Vec::new(),
-                                        error: TenancyError::MigrationSource { source: message.clone().into() },
+                                        error: TenancyError::MigrationSource {
+                                            source: message.clone().into(),
+                                        },
                                     },
                                 ),
                             });

@@ -22,4 +22,6 @@ mod fleet;
 mod report;
 
 pub use fleet::migrate_all;
-pub use report::{MigrateOptions, MigrationCounts, MigrationReport, Progress, TenantMigration, TenantOutcome};
+pub use report::{
+    MigrateOptions, MigrationCounts, MigrationReport, Progress, TenantMigration, TenantOutcome,
+};

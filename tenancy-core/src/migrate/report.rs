@@ -251,4 +251,3 @@ impl MigrationReport {
             && self.invalid_registry_rows.is_empty()
     }
 }
-

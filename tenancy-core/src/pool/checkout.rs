@@ -117,7 +117,7 @@ impl TenantPool {
         }
     }
 
-    fn get(&self) -> Result<Pooled, TenancyError> {
+    fn wait_for_connection(&self) -> Result<Pooled, TenancyError> {
         self.inner.pool.get().map_err(|e| {
             let message = e.to_string();
             let last_error = message
@@ -134,7 +134,7 @@ impl TenantPool {
     /// used least recently, whose tenant is the least likely to be asked
     /// for again. Connections looked at and not taken go back at once.
     fn pick(&self, target: &Target<'_>) -> Result<Pooled, TenancyError> {
-        let mut first = self.get()?;
+        let mut first = self.wait_for_connection()?;
         let looks = self.inner.affinity
             && self.inner.pooler_mode == PoolerMode::Session
             && !matches!(target, Target::Internal(_));
@@ -155,7 +155,12 @@ impl TenantPool {
     /// Brings `conn` to `target` for `purpose` in at most one message: a
     /// sequence reset owed by the last borrower, the tenant's proof (unless
     /// recently proven), the scope, and `BEGIN`.
-    fn prepare(&self, conn: &mut Pooled, target: &Target<'_>, purpose: &Purpose<'_>) -> Result<(), PrepareError> {
+    fn prepare(
+        &self,
+        conn: &mut Pooled,
+        target: &Target<'_>,
+        purpose: &Purpose<'_>,
+    ) -> Result<(), PrepareError> {
         let inner = &self.inner;
         let pooler = inner.pooler_mode == PoolerMode::Transaction;
         let epoch = inner.roster.epoch();
@@ -266,7 +271,13 @@ impl TenantPool {
     }
 
     /// Why the message failed, asking the server when the error does not say.
-    fn diagnose(&self, conn: &mut Pooled, target: &Target<'_>, purpose: &Purpose<'_>, error: DieselError) -> PrepareError {
+    fn diagnose(
+        &self,
+        conn: &mut Pooled,
+        target: &Target<'_>,
+        purpose: &Purpose<'_>,
+        error: DieselError,
+    ) -> PrepareError {
         if let Some(session) = session_of(conn) {
             session.state.scope = Scope::Unknown;
         }
@@ -291,10 +302,12 @@ impl TenantPool {
         }
         let registry = Registry::new(&self.inner.layout);
         let present: QueryResult<Vec<Present>> = trusted(conn, |c| {
-            diesel::sql_query("SELECT to_regclass($1) IS NOT NULL AS registry, to_regnamespace($2) IS NOT NULL AS schema")
-                .bind::<Text, _>(registry.table())
-                .bind::<Text, _>(quote_ident(&target.first_schema(self)))
-                .load(c)
+            diesel::sql_query(
+                "SELECT to_regclass($1) IS NOT NULL AS registry, to_regnamespace($2) IS NOT NULL AS schema",
+            )
+            .bind::<Text, _>(registry.table())
+            .bind::<Text, _>(quote_ident(&target.first_schema(self)))
+            .load(c)
         });
         match (target, present.as_deref()) {
             (_, Err(_)) => PrepareError::Other(error),
@@ -341,7 +354,11 @@ impl TenantPool {
         if effects.contains(Effects::SEQUENCES) {
             state.sequences = true;
         }
-        if self.inner.max_tenants_per_connection.is_some_and(|k| state.served.as_ref().is_some_and(|s| s.len() >= k)) {
+        if self
+            .inner
+            .max_tenants_per_connection
+            .is_some_and(|k| state.served.as_ref().is_some_and(|s| s.len() >= k))
+        {
             state.retire = true;
             return;
         }
@@ -352,7 +369,9 @@ impl TenantPool {
             .union(Effects::BEGINS)
             .union(Effects::ENDS)
             .union(Effects::OPAQUE);
-        let restore = if pooler { open.then(|| String::from("ROLLBACK")) } else {
+        let restore = if pooler {
+            open.then(|| String::from("ROLLBACK"))
+        } else {
             (open || effects.intersects(RESTORED)).then(|| self.restore_message(&state.scope))
         };
         if effects.contains(Effects::SEARCH_PATH) && restore.is_none() {

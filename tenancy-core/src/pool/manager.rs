@@ -171,7 +171,9 @@ pub(crate) fn trusted<T>(conn: &mut PgConnection, f: impl FnOnce(&mut PgConnecti
 /// `true` while diesel believes a transaction is open, or its transaction
 /// manager is broken.
 pub(crate) fn transaction_open(conn: &mut PgConnection) -> bool {
-    AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth().map_or(true, |d| d.is_some())
+    AnsiTransactionManager::transaction_manager_status_mut(conn)
+        .transaction_depth()
+        .map_or(true, |d| d.is_some())
 }
 
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);

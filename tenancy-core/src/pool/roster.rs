@@ -132,7 +132,12 @@ impl Roster {
         if now < due
             || self
                 .next_poll
-                .compare_exchange(due, now + POLL_EVERY.as_millis() as u64, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(
+                    due,
+                    now + POLL_EVERY.as_millis() as u64,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
                 .is_err()
         {
             return;
@@ -163,8 +168,9 @@ impl Roster {
             }
             None if Instant::now() >= listener.reconnect_at => {
                 listener.reconnect_at = Instant::now() + RECONNECT_EVERY;
-                if let Some(conn) =
-                    PgConnection::establish(&listener.url).ok().and_then(|c| Self::listen(c, &listener.channel))
+                if let Some(conn) = PgConnection::establish(&listener.url)
+                    .ok()
+                    .and_then(|c| Self::listen(c, &listener.channel))
                 {
                     listener.conn = Some(conn);
                     self.forget_all();
