@@ -240,9 +240,8 @@ impl<'a> Lexer<'a> {
             _ => {
                 self.routine.see(word);
                 if self.routine.is_routine() && self.paren_depth == 0 {
-                    if eq_fold(word, "begin") {
-                        self.begin_depth += 1;
-                    } else if eq_fold(word, "case") && self.begin_depth >= 1 {
+                    // CASE also ends with END; it matters only inside a BEGIN.
+                    if eq_fold(word, "begin") || (eq_fold(word, "case") && self.begin_depth >= 1) {
                         self.begin_depth += 1;
                     } else if eq_fold(word, "end") {
                         self.begin_depth = self.begin_depth.saturating_sub(1);
@@ -374,7 +373,7 @@ fn decode_escape_string(raw: &[u8]) -> Option<Cow<'_, [u8]>> {
             i += 1;
             continue;
         }
-        let Some(&e) = raw.get(i + 1) else { return None };
+        let &e = raw.get(i + 1)?;
         i += 2;
         match e {
             b'b' => out.push(0x08),

@@ -98,13 +98,17 @@ impl TenantPool {
                         return Err(e.into());
                     }
                 }
-                Err(PrepareError::NotATenant) if matches!(target, Target::Tenant(_)) => {
-                    let Target::Tenant(schema) = target else { unreachable!() };
-                    // Whatever made it stop being a tenant, no connection serves it any more.
-                    self.inner.roster.forget(schema);
-                    return Err(TenancyError::TenantNotFound { schema: schema.clone() });
+                Err(PrepareError::NotATenant) => {
+                    return Err(match target {
+                        Target::Tenant(schema) => {
+                            // Whatever made it stop being a tenant, no connection serves it any more.
+                            self.inner.roster.forget(schema);
+                            TenancyError::TenantNotFound { schema: schema.clone() }
+                        }
+                        _ => TenancyError::SharedSchemaMissing { schema: self.inner.layout.shared().to_owned() },
+                    });
                 }
-                Err(PrepareError::NotATenant | PrepareError::SharedMissing) => {
+                Err(PrepareError::SharedMissing) => {
                     return Err(TenancyError::SharedSchemaMissing {
                         schema: self.inner.layout.shared().to_owned(),
                     })
