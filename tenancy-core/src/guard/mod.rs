@@ -80,6 +80,8 @@ pub(crate) struct Guard {
     known: HashMap<Box<str>, Effects>,
     announced: Option<Announced>,
     seen: Effects,
+    /// A borrower's statement was sent since the last [`take`](Self::take).
+    active: bool,
     failure: Failure,
 }
 
@@ -95,6 +97,7 @@ impl Guard {
             known: HashMap::new(),
             announced: None,
             seen: Effects::NONE,
+            active: false,
             failure: Failure::None,
         }
     }
@@ -111,6 +114,7 @@ impl Guard {
 
     /// Reads a borrower's statement before it is sent; returns what it may do.
     pub(crate) fn inspect(&mut self, query: &dyn fmt::Display, managed: bool) -> Effects {
+        self.active = true;
         if !self.enabled {
             return Effects::NONE;
         }
@@ -149,11 +153,11 @@ impl Guard {
         self.failure
     }
 
-    /// What the borrower's statements may have done since the last call, and
-    /// the worst failure; both are cleared.
-    pub(crate) fn take(&mut self) -> (Effects, Failure) {
+    /// What the borrower's statements may have done since the last call,
+    /// whether it sent any, and the worst failure; all are cleared.
+    pub(crate) fn take(&mut self) -> (Effects, bool, Failure) {
         self.announced = None;
-        (std::mem::take(&mut self.seen), std::mem::take(&mut self.failure))
+        (std::mem::take(&mut self.seen), std::mem::take(&mut self.active), std::mem::take(&mut self.failure))
     }
 }
 
@@ -211,7 +215,7 @@ mod tests {
             assert_eq!(guard.inspect(&"INSERT INTO t (a) VALUES ($1)", false), Effects::SEQUENCES);
             assert_eq!(guard.inspect(&"SELECT set_config('a', 'b', false)", false), Effects::SETTING);
         }
-        assert_eq!(guard.take().0, Effects::SEQUENCES | Effects::SETTING);
-        assert_eq!(guard.take().0, Effects::NONE);
+        assert_eq!(guard.take(), (Effects::SEQUENCES | Effects::SETTING, true, Failure::None));
+        assert_eq!(guard.take(), (Effects::NONE, false, Failure::None));
     }
 }

@@ -72,6 +72,7 @@ pub struct TenantPoolBuilder {
     pub(super) max_tenants_per_connection: Option<usize>,
     session_guard: bool,
     pub(super) affinity: bool,
+    always_restore: bool,
     tenant_cache_ttl: Duration,
     drop_notifications: bool,
     instrumentation: Option<InstrumentationFactory>,
@@ -94,6 +95,7 @@ impl Default for TenantPoolBuilder {
             max_tenants_per_connection: None,
             session_guard: true,
             affinity: true,
+            always_restore: false,
             tenant_cache_ttl: Duration::from_secs(60),
             drop_notifications: true,
             instrumentation: None,
@@ -118,6 +120,7 @@ impl fmt::Debug for TenantPoolBuilder {
             .field("max_tenants_per_connection", &self.max_tenants_per_connection)
             .field("session_guard", &self.session_guard)
             .field("affinity", &self.affinity)
+            .field("always_restore", &self.always_restore)
             .field("tenant_cache_ttl", &self.tenant_cache_ttl)
             .field("drop_notifications", &self.drop_notifications)
             .field("instrumentation", &self.instrumentation.is_some())
@@ -238,6 +241,21 @@ impl TenantPoolBuilder {
         self
     }
 
+    /// Restore every session a borrower sent anything on before it goes
+    /// back to the pool (one message: see the crate docs), not only those
+    /// whose statements the session guard finds changing session state.
+    ///
+    /// What the guard cannot see is code the server runs by itself: a
+    /// trigger, a rule or a function body that changes a setting or takes a
+    /// session lock while a plain `INSERT` runs. Turn this on when your
+    /// schemas have such code. Costs one round trip per checkout that sent
+    /// statements. Behind a transaction pooler the equivalent check is always
+    /// made, in the `COMMIT` message. Default: `false`.
+    pub fn always_restore(mut self, enabled: bool) -> Self {
+        self.always_restore = enabled;
+        self
+    }
+
     /// How long a proof that a tenant is registered is trusted before it is
     /// proven again (in the same message as the checkout's own statement,
     /// or as the one statement of a checkout that would otherwise send
@@ -334,6 +352,7 @@ impl TenantPoolBuilder {
                 connection_timeout: self.connection_timeout,
                 max_tenants_per_connection: self.max_tenants_per_connection,
                 affinity: self.affinity,
+                always_restore: self.always_restore,
             }),
         })
     }

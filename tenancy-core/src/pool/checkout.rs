@@ -340,7 +340,7 @@ impl TenantPool {
             session.state.scope = Scope::Unknown;
         }
         session.state.last_used = Instant::now();
-        let (effects, failure) = session.guard.take();
+        let (effects, active, failure) = session.guard.take();
         let state = &mut session.state;
         // A temporary schema, once a session has one, stays listed in its
         // search path; SQL-level prepared statements could share a name with
@@ -374,9 +374,10 @@ impl TenantPool {
             .union(Effects::ENDS)
             .union(Effects::OPAQUE);
         let restore = if pooler {
-            open.then(|| String::from("ROLLBACK"))
+            open.then(|| String::from("ROLLBACK; DISCARD SEQUENCES"))
         } else {
-            (open || effects.intersects(RESTORED)).then(|| self.restore_message(&state.scope))
+            let always = active && self.inner.always_restore;
+            (open || always || effects.intersects(RESTORED)).then(|| self.restore_message(&state.scope))
         };
         if effects.contains(Effects::SEARCH_PATH) && restore.is_none() {
             state.scope = Scope::Unknown;

@@ -74,6 +74,7 @@ pub(crate) struct PoolInner {
     connection_timeout: Duration,
     max_tenants_per_connection: Option<usize>,
     affinity: bool,
+    always_restore: bool,
 }
 
 impl fmt::Debug for TenantPool {

@@ -85,8 +85,8 @@ impl TenantPool {
                     _ => None,
                 };
                 let sql = match prove {
-                    Some(schema) => format!("ROLLBACK; {}", Registry::new(&self.inner.layout).proof(schema)),
-                    None => String::from("ROLLBACK"),
+                    Some(schema) => format!("{}; {}", self.rollback_sql(), Registry::new(&self.inner.layout).proof(schema)),
+                    None => self.rollback_sql().to_owned(),
                 };
                 match trusted(pooled, |c| c.batch_execute(&sql)) {
                     Err(e) if prove.is_some() && e.to_string().contains(super::checkout::NOT_A_TENANT) => {
@@ -107,8 +107,17 @@ impl TenantPool {
     }
 
     fn roll_back(&self, pooled: &mut Pooled, ours: bool) {
-        if ours && trusted(pooled, |c| c.batch_execute("ROLLBACK")).is_err() {
+        if ours && trusted(pooled, |c| c.batch_execute(self.rollback_sql())).is_err() {
             retire(pooled);
+        }
+    }
+
+    /// Behind a transaction pooler a rollback also drops the sequence state
+    /// (`lastval`) the transaction made, which would outlive it on the server session.
+    fn rollback_sql(&self) -> &'static str {
+        match self.inner.pooler_mode {
+            PoolerMode::Session => "ROLLBACK",
+            PoolerMode::Transaction => "ROLLBACK; DISCARD SEQUENCES",
         }
     }
 
@@ -150,7 +159,7 @@ impl TenantPool {
             Err(error) => {
                 let refused = error.to_string().contains(SESSION_CHANGED);
                 // A failed COMMIT has ended the transaction; a failed check has not.
-                if trusted(pooled, |c| c.batch_execute("ROLLBACK")).is_err() {
+                if trusted(pooled, |c| c.batch_execute(self.rollback_sql())).is_err() {
                     retire(pooled);
                 }
                 if refused {
