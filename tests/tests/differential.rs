@@ -113,8 +113,9 @@ struct Hazard {
 }
 
 fn hazard(family: &'static str, sql: String) -> Hazard {
-    let explainable = ["SELECT", "INSERT", "UPDATE", "DELETE", "CREATE TABLE"].iter().any(|k| sql.starts_with(k))
-        && !sql.contains(';');
+    let explainable =
+        ["SELECT", "INSERT", "UPDATE", "DELETE", "CREATE TABLE"].iter().any(|k| sql.starts_with(k))
+            && !sql.contains(';');
     Hazard { family, sql, call: None, explainable }
 }
 
@@ -266,7 +267,9 @@ fn dress(h: &Hazard, disguise: Disguise, b: &SchemaName, rng: &mut StdRng) -> Op
             };
             (qualified != *sql).then_some(Send::Batch(qualified))
         }
-        Disguise::Cte => h.call.as_ref().map(|c| Send::Batch(format!("WITH x AS (SELECT {c} AS v) SELECT * FROM x"))),
+        Disguise::Cte => {
+            h.call.as_ref().map(|c| Send::Batch(format!("WITH x AS (SELECT {c} AS v) SELECT * FROM x")))
+        }
         Disguise::ExplainAnalyze => h.explainable.then(|| Send::Batch(format!("EXPLAIN ANALYZE {sql}"))),
         Disguise::Binds => (h.explainable || !sql.contains(';')).then(|| Send::Prepared(sql.clone())),
         Disguise::Dsl => match (h.family, h.call.as_deref(), sql.as_str()) {
@@ -406,7 +409,12 @@ fn tenants() -> Schemas {
     let mut admin = admin();
     for (own, other) in [(0, 1), (1, 0)] {
         let ddl = functions_ddl(&schemas.names[other]);
-        admin.batch_execute(&format!("SET search_path TO {}; {ddl}; RESET search_path", schemas.names[own].quoted())).unwrap();
+        admin
+            .batch_execute(&format!(
+                "SET search_path TO {}; {ddl}; RESET search_path",
+                schemas.names[own].quoted()
+            ))
+            .unwrap();
     }
     schemas
 }
@@ -461,7 +469,10 @@ fn session_mode(always_restore: bool, families: &[&str]) {
         .n;
         assert_eq!(foreign, 0);
     }
-    eprintln!("differential (session mode, always_restore = {always_restore}): {ran} cases, {} disagreements", disagreements.len());
+    eprintln!(
+        "differential (session mode, always_restore = {always_restore}): {ran} cases, {} disagreements",
+        disagreements.len()
+    );
     assert!(disagreements.is_empty(), "{} disagreements:\n{}", disagreements.len(), disagreements.join("\n"));
 }
 
@@ -472,7 +483,16 @@ struct Count {
 }
 
 const VISIBLE_FAMILIES: &[&str] = &[
-    "set", "set_config", "pg_settings", "temp", "prepare", "cursor", "advisory", "listen", "transaction", "sequence",
+    "set",
+    "set_config",
+    "pg_settings",
+    "temp",
+    "prepare",
+    "cursor",
+    "advisory",
+    "listen",
+    "transaction",
+    "sequence",
     "function",
 ];
 
@@ -492,9 +512,13 @@ fn guard_and_server_agree_with_always_restore() {
 #[test]
 fn nothing_reaches_other_pgbouncer_clients_and_refusals_commit_nothing() {
     let schemas = tenants();
-    let bouncer = PgBouncer::start_with(&url(), &PgBouncerConfig { pool_size: 1, ..PgBouncerConfig::default() })
-        .unwrap_or_else(|e| panic!("this test needs a real PgBouncer (scripts/test.sh installs it): {e}"));
-    let pool = TenantPool::builder().pooler_mode(PoolerMode::Transaction).max_size(1).build(&bouncer.url()).unwrap();
+    let bouncer =
+        PgBouncer::start_with(&url(), &PgBouncerConfig { pool_size: 1, ..PgBouncerConfig::default() })
+            .unwrap_or_else(|e| {
+                panic!("this test needs a real PgBouncer (scripts/test.sh installs it): {e}")
+            });
+    let pool =
+        TenantPool::builder().pooler_mode(PoolerMode::Transaction).max_size(1).build(&bouncer.url()).unwrap();
     let mut observer = PgConnection::establish(&bouncer.url()).unwrap();
     let baseline = view(&mut observer);
     let mut rng = StdRng::seed_from_u64(seed() ^ 0xb0);
@@ -517,14 +541,17 @@ fn nothing_reaches_other_pgbouncer_clients_and_refusals_commit_nothing() {
         ran += 1;
         let marker = format!("marker-{ran}");
         let result = pool.transaction(a, |c| {
-            diesel::insert_into(items::table).values((items::tenant.eq("clean-check"), items::body.eq(&marker))).execute(c)?;
+            diesel::insert_into(items::table)
+                .values((items::tenant.eq("clean-check"), items::body.eq(&marker)))
+                .execute(c)?;
             run(&send, c).map_err(TenancyError::from)
         });
-        let committed: i64 = diesel::sql_query(format!("SELECT count(*) AS n FROM {}.items WHERE body = $1", a.quoted()))
-            .bind::<Text, _>(&marker)
-            .get_result::<Count>(&mut admin())
-            .unwrap()
-            .n;
+        let committed: i64 =
+            diesel::sql_query(format!("SELECT count(*) AS n FROM {}.items WHERE body = $1", a.quoted()))
+                .bind::<Text, _>(&marker)
+                .get_result::<Count>(&mut admin())
+                .unwrap()
+                .n;
         let mut wrong = String::new();
         match &result {
             Ok(()) if committed != 1 => wrong.push_str("returned Ok but did not commit; "),
@@ -546,7 +573,10 @@ fn nothing_reaches_other_pgbouncer_clients_and_refusals_commit_nothing() {
             observer.batch_execute("DISCARD ALL").unwrap();
         }
     }
-    eprintln!("differential (PgBouncer, transaction mode): {ran} cases, {refused} refused, {} disagreements", disagreements.len());
+    eprintln!(
+        "differential (PgBouncer, transaction mode): {ran} cases, {refused} refused, {} disagreements",
+        disagreements.len()
+    );
     assert!(refused > 0, "no hazard was refused");
     assert!(disagreements.is_empty(), "{} disagreements:\n{}", disagreements.len(), disagreements.join("\n"));
 }

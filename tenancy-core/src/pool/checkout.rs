@@ -105,7 +105,9 @@ impl TenantPool {
                             self.inner.roster.forget(schema);
                             TenancyError::TenantNotFound { schema: schema.clone() }
                         }
-                        _ => TenancyError::SharedSchemaMissing { schema: self.inner.layout.shared().to_owned() },
+                        _ => TenancyError::SharedSchemaMissing {
+                            schema: self.inner.layout.shared().to_owned(),
+                        },
                     });
                 }
                 Err(PrepareError::SharedMissing) => {

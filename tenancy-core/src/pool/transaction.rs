@@ -67,7 +67,7 @@ impl TenantPool {
                 self.roll_back(pooled, ours);
                 Err(E::from(TenancyError::SessionStateRefused))
             }
-            Ok(Ok(value)) => match self.commit(pooled, &target, effects) {
+            Ok(Ok(value)) => match self.commit(pooled, &target, effects, failure) {
                 Ok(()) => {
                     if let Some(session) = session_of(pooled) {
                         session.state.scope_in_transaction = false;
@@ -85,7 +85,11 @@ impl TenantPool {
                     _ => None,
                 };
                 let sql = match prove {
-                    Some(schema) => format!("{}; {}", self.rollback_sql(), Registry::new(&self.inner.layout).proof(schema)),
+                    Some(schema) => format!(
+                        "{}; {}",
+                        self.rollback_sql(),
+                        Registry::new(&self.inner.layout).proof(schema)
+                    ),
                     None => self.rollback_sql().to_owned(),
                 };
                 match trusted(pooled, |c| c.batch_execute(&sql)) {
@@ -125,9 +129,20 @@ impl TenantPool {
     /// message, that nothing the statement text could not show (a function,
     /// a trigger, a rule) changed the server session: the search path is
     /// still the pool's, and no temporary object was created.
-    fn commit(&self, pooled: &mut Pooled, target: &Target<'_>, effects: Effects) -> Result<(), TenancyError> {
+    ///
+    /// A body that swallowed a failed statement and returned `Ok` left an
+    /// aborted transaction, which `COMMIT` would roll back without an error:
+    /// a statement before it makes the failure show.
+    fn commit(
+        &self,
+        pooled: &mut Pooled,
+        target: &Target<'_>,
+        effects: Effects,
+        failure: Failure,
+    ) -> Result<(), TenancyError> {
         let sql = match self.inner.pooler_mode {
-            PoolerMode::Session => String::from("COMMIT"),
+            PoolerMode::Session if failure == Failure::None => String::from("COMMIT"),
+            PoolerMode::Session => String::from("SELECT 1; COMMIT"),
             PoolerMode::Transaction => {
                 let first = match target {
                     Target::Tenant(schema) => schema.as_str(),
