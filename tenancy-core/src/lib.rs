@@ -63,6 +63,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+mod config;
 mod context;
 mod error;
 mod guard;
@@ -72,6 +73,7 @@ mod pool;
 mod provision;
 mod registry;
 mod schema_name;
+mod session;
 mod sql;
 mod tenants;
 
@@ -79,8 +81,9 @@ mod tenants;
 #[path = "private.rs"]
 pub mod __private;
 
+pub use config::ConfigError;
 pub use context::{Tenant, TenantContext};
-pub use error::{parse_schema, ConfigError, RefusalReason, TenancyError};
+pub use error::{parse_schema, RefusalReason, TenancyError};
 pub use layout::SchemaRole;
 pub use migrate::{
     migrate_all, MigrateOptions, MigrationCounts, MigrationReport, Progress, TenantMigration, TenantOutcome,

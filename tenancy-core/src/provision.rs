@@ -18,9 +18,10 @@ use diesel::sql_types::BigInt;
 
 use crate::error::{RefusalReason, TenancyError};
 use crate::migrate::apply::{apply_pending, Plan};
-use crate::pool::{trusted, TenantPool};
+use crate::pool::TenantPool;
 use crate::registry::{Registry, TenantState};
 use crate::schema_name::SchemaName;
+use crate::session::trusted;
 
 /// What [`provision`] or [`adopt`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]

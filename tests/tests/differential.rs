@@ -56,7 +56,7 @@ fn cases() -> usize {
 }
 
 fn seed() -> u64 {
-    std::env::var("TENANCY_DIFFERENTIAL_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x7e4a_c1)
+    std::env::var("TENANCY_DIFFERENTIAL_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x007e_4ac1)
 }
 
 /// What a hazard statement may be dressed in.

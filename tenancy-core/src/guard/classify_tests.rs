@@ -1,4 +1,5 @@
 use super::*;
+use crate::guard::fast_path::fast_path;
 
 fn effects(sql: &str) -> Effects {
     classify(sql, &Catalog::default(), false)

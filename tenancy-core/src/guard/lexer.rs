@@ -13,6 +13,8 @@
 
 use std::borrow::Cow;
 
+use super::escapes::{decode_escape_string, decode_unicode, is_space, undouble};
+
 /// One token. Words keep their spelling; the classifier folds case.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Token<'a> {
@@ -89,11 +91,6 @@ fn is_ident_start(c: u8) -> bool {
 
 fn is_ident_cont(c: u8) -> bool {
     is_ident_start(c) || c.is_ascii_digit() || c == b'$'
-}
-
-/// Whitespace as the scanner knows it (`\v` too, as newer servers accept it).
-fn is_space(c: u8) -> bool {
-    matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' | b'\x0b')
 }
 
 impl<'a> Lexer<'a> {
@@ -338,244 +335,20 @@ impl<'a> Iterator for Lexer<'a> {
     }
 }
 
-/// `''` → `'` (or `""` → `"`).
-fn undouble(raw: &[u8], quote: u8) -> Option<Cow<'_, [u8]>> {
-    if !raw.contains(&quote) {
-        return Some(Cow::Borrowed(raw));
-    }
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        out.push(raw[i]);
-        i += if raw[i] == quote { 2 } else { 1 };
-    }
-    Some(Cow::Owned(out))
+/// A word of the statement as a keyword: unquoted, compared without case.
+pub(crate) fn keyword(token: Option<&Token<'_>>, kw: &str) -> bool {
+    matches!(token, Some(Token::Word(w)) if eq_fold(w, kw))
 }
 
-/// Decodes the body of an `E'...'` string (or a `'...'` string with
-/// `standard_conforming_strings` off): `\n`-style escapes, octal, `\x` hex,
-/// `\u`/`\U` code points and doubled quotes.
-fn decode_escape_string(raw: &[u8]) -> Option<Cow<'_, [u8]>> {
-    if !raw.contains(&b'\\') && !raw.contains(&b'\'') {
-        return Some(Cow::Borrowed(raw));
+/// The name a token spells, if it is a word or a decodable quoted identifier.
+pub(crate) fn name<'t>(token: &'t Token<'_>) -> Option<&'t [u8]> {
+    match token {
+        Token::Word(w) => Some(w),
+        Token::Quoted(Some(q)) => Some(q),
+        _ => None,
     }
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        let c = raw[i];
-        if c == b'\'' {
-            out.push(b'\'');
-            i += 2;
-            continue;
-        }
-        if c != b'\\' {
-            out.push(c);
-            i += 1;
-            continue;
-        }
-        let &e = raw.get(i + 1)?;
-        i += 2;
-        match e {
-            b'b' => out.push(0x08),
-            b'f' => out.push(0x0c),
-            b'n' => out.push(b'\n'),
-            b'r' => out.push(b'\r'),
-            b't' => out.push(b'\t'),
-            b'0'..=b'7' => {
-                let mut value = u32::from(e - b'0');
-                let mut taken = 0;
-                while taken < 2 && raw.get(i).is_some_and(|d| (b'0'..=b'7').contains(d)) {
-                    value = value * 8 + u32::from(raw[i] - b'0');
-                    i += 1;
-                    taken += 1;
-                }
-                out.push(u8::try_from(value).ok()?);
-            }
-            b'x' => {
-                let mut value = 0u32;
-                let mut taken = 0;
-                while taken < 2 && raw.get(i).is_some_and(u8::is_ascii_hexdigit) {
-                    value = value * 16 + hex_value(raw[i])?;
-                    i += 1;
-                    taken += 1;
-                }
-                if taken == 0 {
-                    out.push(b'x');
-                } else {
-                    out.push(u8::try_from(value).ok()?);
-                }
-            }
-            b'u' | b'U' => {
-                let digits = if e == b'u' { 4 } else { 8 };
-                let hex = raw.get(i..i + digits)?;
-                i += digits;
-                push_code_point(&mut out, parse_hex(hex)?)?;
-            }
-            other => out.push(other),
-        }
-    }
-    Some(Cow::Owned(out))
-}
-
-/// Decodes `U&` escapes: `\XXXX`, `\+XXXXXX` and `\\` (with `\` replaced by `escape`).
-fn decode_unicode<'a>(raw: &Cow<'a, [u8]>, escape: u8) -> Option<Cow<'a, [u8]>> {
-    if escape == 0 || escape.is_ascii_hexdigit() || matches!(escape, b'+' | b'\'' | b'"') || is_space(escape)
-    {
-        return None;
-    }
-    if !raw.contains(&escape) {
-        return Some(raw.clone());
-    }
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] != escape {
-            out.push(raw[i]);
-            i += 1;
-            continue;
-        }
-        match raw.get(i + 1) {
-            Some(&c) if c == escape => {
-                out.push(escape);
-                i += 2;
-            }
-            Some(b'+') => {
-                push_code_point(&mut out, parse_hex(raw.get(i + 2..i + 8)?)?)?;
-                i += 8;
-            }
-            Some(_) => {
-                push_code_point(&mut out, parse_hex(raw.get(i + 1..i + 5)?)?)?;
-                i += 5;
-            }
-            None => return None,
-        }
-    }
-    Some(Cow::Owned(out))
-}
-
-fn hex_value(c: u8) -> Option<u32> {
-    char::from(c).to_digit(16)
-}
-
-fn parse_hex(digits: &[u8]) -> Option<u32> {
-    digits.iter().try_fold(0u32, |acc, &d| Some(acc * 16 + hex_value(d)?))
-}
-
-fn push_code_point(out: &mut Vec<u8>, value: u32) -> Option<()> {
-    let c = char::from_u32(value)?;
-    let mut buf = [0u8; 4];
-    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-    Some(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tokens(sql: &str) -> Vec<Token<'_>> {
-        Lexer::new(sql.as_bytes(), Backslashes::Literal).collect()
-    }
-
-    fn words(sql: &str) -> Vec<String> {
-        tokens(sql)
-            .into_iter()
-            .filter_map(|t| match t {
-                Token::Word(w) => Some(String::from_utf8_lossy(w).into_owned()),
-                Token::Quoted(Some(w)) => Some(format!("\"{}\"", String::from_utf8_lossy(&w))),
-                Token::End => Some(String::from(";")),
-                _ => None,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn line_comments_end_at_carriage_return_too() {
-        assert_eq!(
-            words("SELECT 1; --\rSET search_path TO public"),
-            ["SELECT", ";", "SET", "search_path", "TO", "public"]
-        );
-        assert_eq!(words("SELECT 1 -- x\nRESET ALL"), ["SELECT", "RESET", "ALL"]);
-        assert_eq!(words("SELECT 1 -- x"), ["SELECT"]);
-    }
-
-    #[test]
-    fn block_comments_nest_like_the_server() {
-        assert_eq!(words("/* a /* b */ c */ SET x"), ["SET", "x"]);
-        // `/*/` opens a nested comment; the server then needs two closings.
-        assert_eq!(words("/*/*/ */ SET a */ SET b"), ["SET", "b"]);
-        assert_eq!(words("/**/ SET c"), ["SET", "c"]);
-    }
-
-    #[test]
-    fn dollar_quotes_need_their_own_tag() {
-        assert_eq!(tokens("$a$ x $b$ y $a$").len(), 1);
-        assert_eq!(words("SELECT $1, a$b$c FROM t"), ["SELECT", "a$b$c", "FROM", "t"]);
-        assert_eq!(words("SELECT $$ ; SET x $$; SET y"), ["SELECT", ";", "SET", "y"]);
-    }
-
-    #[test]
-    fn strings_hide_nothing_and_decode() {
-        assert_eq!(words("SELECT 'a;b''c'; SET x"), ["SELECT", ";", "SET", "x"]);
-        assert_eq!(tokens("E'search\\137path'"), [Token::String(Some(Cow::Owned(b"search_path".to_vec())))]);
-        assert_eq!(words(r"SELECT E'\'', set_config"), ["SELECT", "set_config"]);
-        // With standard_conforming_strings off, `\'` does not end the string.
-        let off: Vec<_> = Lexer::new(br"SELECT 'a\'; SET x'; SET y", Backslashes::Escape).collect();
-        assert_eq!(off.iter().filter(|t| **t == Token::End).count(), 1);
-    }
-
-    #[test]
-    fn unicode_identifiers_are_decoded() {
-        assert_eq!(words(r#"SELECT U&"\0073et_config"()"#), ["SELECT", "\"set_config\""]);
-        assert_eq!(words(r#"SELECT U&"!0073et_config" UESCAPE '!' ()"#), ["SELECT", "\"set_config\""]);
-        assert_eq!(words(r#"SELECT u&"\+000073et_config""#), ["SELECT", "\"set_config\""]);
-        assert_eq!(tokens(r#"U&"\zz""#), [Token::Quoted(None)]);
-    }
-
-    #[test]
-    fn high_bytes_belong_to_identifiers() {
-        assert_eq!(words("SET\u{a0}search_path"), ["SET\u{a0}search_path"]);
-    }
-
-    #[test]
-    fn semicolons_inside_parentheses_or_atomic_bodies_do_not_end_statements() {
-        let sql = "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT CASE WHEN true THEN 1 END; END; SET x";
-        assert_eq!(tokens(sql).iter().filter(|t| **t == Token::End).count(), 1);
-        assert_eq!(tokens("SELECT (1; 2); SET x").iter().filter(|t| **t == Token::End).count(), 1);
-        // Outside a routine, BEGIN is a statement of its own.
-        assert_eq!(tokens("BEGIN; SELECT 1; COMMIT").iter().filter(|t| **t == Token::End).count(), 2);
-    }
-
-    #[test]
-    fn degenerate_input_does_not_panic() {
-        for sql in [
-            "'",
-            "\"",
-            "$",
-            "$$",
-            "$a$",
-            "/*",
-            "/* /* */",
-            "--",
-            "e'\\",
-            "u&",
-            "u&\"",
-            "u&'",
-            ";;;",
-            "",
-            "$1$",
-            "E'\\u12",
-            "U&\"\\+12\"",
-            "U&\"x\" UESCAPE",
-            "U&\"x\" UESCAPE '",
-            "1e",
-            "1e+",
-            ".",
-            "::",
-            "E'\\x'",
-            "E'\\777'",
-        ] {
-            let _ = tokens(sql);
-            let _: Vec<_> = Lexer::new(sql.as_bytes(), Backslashes::Escape).collect();
-        }
-    }
-}
+#[path = "lexer_tests.rs"]
+mod tests;

@@ -9,7 +9,12 @@
 //! body, a trigger, a rule) is [`Effects::OPAQUE`], and the server itself is
 //! asked or made to forget (see the pool's restore message).
 
+mod calls;
+mod catalog;
 mod classify;
+mod effects;
+mod escapes;
+mod fast_path;
 mod lexer;
 
 use std::collections::HashMap;
@@ -18,7 +23,10 @@ use std::sync::Arc;
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
-pub(crate) use classify::{classify, fast_path, Catalog, Effects};
+pub(crate) use catalog::Catalog;
+pub(crate) use classify::classify;
+pub(crate) use effects::Effects;
+pub(crate) use fast_path::fast_path;
 
 /// A statement that failed: what it says about the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]

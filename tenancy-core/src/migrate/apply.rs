@@ -11,9 +11,9 @@ use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
 
 use crate::error::TenancyError;
-use crate::pool::trusted;
 use crate::registry::{migrations_table, AppliedMigrations};
 use crate::schema_name::SchemaName;
+use crate::session::trusted;
 
 /// The migrations of a source, sorted by version.
 pub(crate) struct Plan {

@@ -16,9 +16,10 @@ use super::report::{
     MigrateOptions, MigrationCounts, MigrationReport, Progress, TenantMigration, TenantOutcome,
 };
 use crate::error::TenancyError;
-use crate::pool::{trusted, TenantPool};
+use crate::pool::TenantPool;
 use crate::registry::{AppliedMigrations, Registry, TenantState};
 use crate::schema_name::SchemaName;
+use crate::session::trusted;
 
 /// Migrates every registered tenant to the latest migration of `migrations`.
 ///

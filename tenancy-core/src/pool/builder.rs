@@ -10,10 +10,11 @@ use diesel::connection::Instrumentation;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 
-use super::manager::Manager;
+use super::manager::{InstrumentationFactory, Manager};
 use super::roster::Roster;
 use super::{PoolInner, TenantPool};
-use crate::error::{ConfigError, TenancyError};
+use crate::config::ConfigError;
+use crate::error::TenancyError;
 use crate::guard::Catalog;
 use crate::layout::Layout;
 use crate::schema_name::DEFAULT_REGISTRY_SCHEMA;
@@ -39,9 +40,6 @@ pub enum PoolerMode {
     /// session are refused before they are sent.
     Transaction,
 }
-
-/// A factory for the diesel [`Instrumentation`] installed on each new connection.
-pub type InstrumentationFactory = Arc<dyn Fn() -> Box<dyn Instrumentation> + Send + Sync>;
 
 /// Configures and builds a [`TenantPool`]. Every setting has a default.
 ///

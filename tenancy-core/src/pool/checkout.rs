@@ -11,12 +11,13 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use diesel::sql_types::{Bool, Text};
 
-use super::manager::{session_of, transaction_open, trusted, Manager, Phase, Scope};
+use super::manager::Manager;
 use super::{PoolerMode, TenantPool};
 use crate::error::TenancyError;
 use crate::guard::{Effects, Failure};
 use crate::registry::Registry;
 use crate::schema_name::SchemaName;
+use crate::session::{session_of, transaction_open, trusted, Phase, Scope};
 use crate::sql::{quote_ident, quote_literal};
 
 pub(crate) type Pooled = r2d2::PooledConnection<Manager>;

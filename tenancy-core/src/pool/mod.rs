@@ -23,11 +23,10 @@ use std::time::Duration;
 
 use diesel::PgConnection;
 
-pub use builder::{InstrumentationFactory, PoolerMode, TenantPoolBuilder};
+pub use builder::{PoolerMode, TenantPoolBuilder};
 pub(crate) use checkout::Target;
 pub use connection::{SharedConnection, TenantConnection};
-pub(crate) use manager::trusted;
-pub(crate) use roster::channel as notification_channel;
+pub use manager::InstrumentationFactory;
 
 use crate::error::TenancyError;
 use crate::layout::Layout;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 
+use crate::registry::notification_channel;
 use crate::schema_name::SchemaName;
 use crate::sql::quote_ident;
 
@@ -47,17 +48,12 @@ struct Listener {
     reconnect_at: Instant,
 }
 
-/// The notification channel of a registry.
-pub(crate) fn channel(registry: &str) -> String {
-    format!("tenancy:{registry}")
-}
-
 impl Roster {
     /// `listen`: the pool's first connection, its URL and the registry schema.
     pub(crate) fn new(ttl: Duration, listen: Option<(PgConnection, String, String)>) -> Self {
         let now = Instant::now();
         let listener = listen.map(|(conn, url, registry)| {
-            let channel = channel(&registry);
+            let channel = notification_channel(&registry);
             let conn = Self::listen(conn, &channel);
             Mutex::new(Listener { conn, url, channel, reconnect_at: now + RECONNECT_EVERY })
         });

@@ -10,11 +10,11 @@ use diesel::PgConnection;
 
 use super::checkout::{retire, Pooled, Purpose, Target};
 use super::connection::TenantConnection;
-use super::manager::{in_body, session_of, trusted, Phase, Refusal};
 use super::{PoolerMode, TenantPool};
 use crate::error::TenancyError;
 use crate::guard::{Effects, Failure};
 use crate::registry::Registry;
+use crate::session::{in_body, session_of, trusted, Phase, Refusal};
 
 /// The text the pre-commit check raises behind a transaction pooler.
 const SESSION_CHANGED: &str = "tenancy: session state changed";

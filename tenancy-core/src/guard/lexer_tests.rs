@@ -1,0 +1,108 @@
+use super::*;
+
+fn tokens(sql: &str) -> Vec<Token<'_>> {
+    Lexer::new(sql.as_bytes(), Backslashes::Literal).collect()
+}
+
+fn words(sql: &str) -> Vec<String> {
+    tokens(sql)
+        .into_iter()
+        .filter_map(|t| match t {
+            Token::Word(w) => Some(String::from_utf8_lossy(w).into_owned()),
+            Token::Quoted(Some(w)) => Some(format!("\"{}\"", String::from_utf8_lossy(&w))),
+            Token::End => Some(String::from(";")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn line_comments_end_at_carriage_return_too() {
+    assert_eq!(
+        words("SELECT 1; --\rSET search_path TO public"),
+        ["SELECT", ";", "SET", "search_path", "TO", "public"]
+    );
+    assert_eq!(words("SELECT 1 -- x\nRESET ALL"), ["SELECT", "RESET", "ALL"]);
+    assert_eq!(words("SELECT 1 -- x"), ["SELECT"]);
+}
+
+#[test]
+fn block_comments_nest_like_the_server() {
+    assert_eq!(words("/* a /* b */ c */ SET x"), ["SET", "x"]);
+    // `/*/` opens a nested comment; the server then needs two closings.
+    assert_eq!(words("/*/*/ */ SET a */ SET b"), ["SET", "b"]);
+    assert_eq!(words("/**/ SET c"), ["SET", "c"]);
+}
+
+#[test]
+fn dollar_quotes_need_their_own_tag() {
+    assert_eq!(tokens("$a$ x $b$ y $a$").len(), 1);
+    assert_eq!(words("SELECT $1, a$b$c FROM t"), ["SELECT", "a$b$c", "FROM", "t"]);
+    assert_eq!(words("SELECT $$ ; SET x $$; SET y"), ["SELECT", ";", "SET", "y"]);
+}
+
+#[test]
+fn strings_hide_nothing_and_decode() {
+    assert_eq!(words("SELECT 'a;b''c'; SET x"), ["SELECT", ";", "SET", "x"]);
+    assert_eq!(tokens("E'search\\137path'"), [Token::String(Some(Cow::Owned(b"search_path".to_vec())))]);
+    assert_eq!(words(r"SELECT E'\'', set_config"), ["SELECT", "set_config"]);
+    // With standard_conforming_strings off, `\'` does not end the string.
+    let off: Vec<_> = Lexer::new(br"SELECT 'a\'; SET x'; SET y", Backslashes::Escape).collect();
+    assert_eq!(off.iter().filter(|t| **t == Token::End).count(), 1);
+}
+
+#[test]
+fn unicode_identifiers_are_decoded() {
+    assert_eq!(words(r#"SELECT U&"\0073et_config"()"#), ["SELECT", "\"set_config\""]);
+    assert_eq!(words(r#"SELECT U&"!0073et_config" UESCAPE '!' ()"#), ["SELECT", "\"set_config\""]);
+    assert_eq!(words(r#"SELECT u&"\+000073et_config""#), ["SELECT", "\"set_config\""]);
+    assert_eq!(tokens(r#"U&"\zz""#), [Token::Quoted(None)]);
+}
+
+#[test]
+fn high_bytes_belong_to_identifiers() {
+    assert_eq!(words("SET\u{a0}search_path"), ["SET\u{a0}search_path"]);
+}
+
+#[test]
+fn semicolons_inside_parentheses_or_atomic_bodies_do_not_end_statements() {
+    let sql = "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT CASE WHEN true THEN 1 END; END; SET x";
+    assert_eq!(tokens(sql).iter().filter(|t| **t == Token::End).count(), 1);
+    assert_eq!(tokens("SELECT (1; 2); SET x").iter().filter(|t| **t == Token::End).count(), 1);
+    // Outside a routine, BEGIN is a statement of its own.
+    assert_eq!(tokens("BEGIN; SELECT 1; COMMIT").iter().filter(|t| **t == Token::End).count(), 2);
+}
+
+#[test]
+fn degenerate_input_does_not_panic() {
+    for sql in [
+        "'",
+        "\"",
+        "$",
+        "$$",
+        "$a$",
+        "/*",
+        "/* /* */",
+        "--",
+        "e'\\",
+        "u&",
+        "u&\"",
+        "u&'",
+        ";;;",
+        "",
+        "$1$",
+        "E'\\u12",
+        "U&\"\\+12\"",
+        "U&\"x\" UESCAPE",
+        "U&\"x\" UESCAPE '",
+        "1e",
+        "1e+",
+        ".",
+        "::",
+        "E'\\x'",
+        "E'\\777'",
+    ] {
+        let _ = tokens(sql);
+        let _: Vec<_> = Lexer::new(sql.as_bytes(), Backslashes::Escape).collect();
+    }
+}
