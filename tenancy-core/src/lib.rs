@@ -63,6 +63,17 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+/// Builder setters: each stores its value and returns the builder.
+macro_rules! setters {
+    ($($(#[$meta:meta])* $name:ident($ty:ty) => $field:ident;)*) => {$(
+        $(#[$meta])*
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.$field = value;
+            self
+        }
+    )*};
+}
+
 mod config;
 mod context;
 mod error;

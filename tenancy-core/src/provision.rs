@@ -19,7 +19,7 @@ use diesel::sql_types::BigInt;
 use crate::error::{RefusalReason, TenancyError};
 use crate::migrate::apply::{apply_pending, Plan};
 use crate::pool::TenantPool;
-use crate::registry::{Registry, TenantState};
+use crate::registry::{Registry, Save, TenantState};
 use crate::schema_name::SchemaName;
 use crate::session::trusted;
 
@@ -166,7 +166,7 @@ where
         let run = apply_pending(conn, schema, &plan, found.table_exists)?;
         let state = if run.error.is_some() { TenantState::Failed } else { TenantState::Ready };
         let message = run.error.as_ref().map(error_chain);
-        registry.record(conn, schema, state, &run.after, message.as_deref())?;
+        registry.save(conn, Save::Upsert, schema, state, &run.after, message.as_deref())?;
         // Commit either way: a failed migration was undone, and the ones
         // before it are kept so that the next call resumes after them.
         Ok(match run.error {

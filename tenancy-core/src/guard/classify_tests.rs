@@ -79,19 +79,15 @@ fn search_path_changes_are_seen_however_they_are_spelt() {
 }
 
 #[test]
-fn local_scoping_is_told_apart() {
+fn every_session_change_is_seen_and_told_apart() {
     assert_effects(&[
+        // Local scoping is told apart from the session's.
         ("SET LOCAL search_path TO x", Effects::LOCAL_SEARCH_PATH),
         ("SELECT set_config('search_path', 'x', true)", Effects::LOCAL_SEARCH_PATH),
         ("SELECT set_config('statement_timeout', '1', TRUE)", Effects::NONE),
         ("SELECT set_config('statement_timeout', '1', false)", Effects::SETTING),
         ("SELECT set_config($1, $2, false)", Effects::SEARCH_PATH | Effects::SETTING),
-    ]);
-}
-
-#[test]
-fn session_state_is_seen() {
-    assert_effects(&[
+        // Session state.
         ("RESET ALL", Effects::SEARCH_PATH | Effects::SETTING),
         ("SET role = other", Effects::SETTING),
         ("SET TIME ZONE 'UTC'", Effects::SETTING),
@@ -128,12 +124,7 @@ fn session_state_is_seen() {
         ("SELECT app.f(1)", Effects::OPAQUE),
         ("VACUUM", Effects::NONE),
         ("FROBNICATE everything", Effects::OPAQUE),
-    ]);
-}
-
-#[test]
-fn transaction_control_is_seen_unless_announced() {
-    assert_effects(&[
+        // Transaction control nobody announced.
         ("BEGIN", Effects::BEGINS),
         ("START TRANSACTION", Effects::BEGINS),
         ("COMMIT", Effects::ENDS),
@@ -144,6 +135,10 @@ fn transaction_control_is_seen_unless_announced() {
         ("PREPARE TRANSACTION 'x'", Effects::ENDS),
         ("BEGIN; INSERT INTO t DEFAULT VALUES", Effects::BEGINS | Effects::SEQUENCES),
     ]);
+}
+
+#[test]
+fn announced_transaction_control_is_expected() {
     let catalog = Catalog::default();
     assert_eq!(classify("BEGIN", &catalog, true), Effects::NONE);
     assert_eq!(classify("COMMIT", &catalog, true), Effects::NONE);

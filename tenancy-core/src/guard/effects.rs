@@ -6,39 +6,65 @@ use std::fmt;
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub(crate) struct Effects(u16);
 
-impl Effects {
-    /// Nothing.
-    pub(crate) const NONE: Self = Self(0);
+/// Declares a group of effects, one bit each, and the names `Debug` prints for them.
+macro_rules! effects {
+    ($group:ident: $($(#[doc = $doc:literal])* $name:ident = $bit:literal;)*) => {
+        impl Effects {
+            $($(#[doc = $doc])* pub(crate) const $name: Self = Self(1 << $bit);)*
+        }
+
+        const $group: &[(&str, Effects)] = &[$((stringify!($name), Effects::$name)),*];
+    };
+}
+
+// Settings.
+effects! {
+    SETTINGS:
     /// The session `search_path`.
-    pub(crate) const SEARCH_PATH: Self = Self(1);
+    SEARCH_PATH = 0;
     /// Another session setting (a GUC, the role, the session authorization).
-    pub(crate) const SETTING: Self = Self(1 << 1);
+    SETTING = 1;
     /// `SET LOCAL search_path`: ends with the transaction, but moves name
     /// resolution inside it.
-    pub(crate) const LOCAL_SEARCH_PATH: Self = Self(1 << 2);
+    LOCAL_SEARCH_PATH = 2;
+}
+
+// Objects and registrations the session keeps.
+effects! {
+    KEPT:
     /// A temporary table, view, sequence or function.
-    pub(crate) const TEMPORARY: Self = Self(1 << 3);
+    TEMPORARY = 3;
     /// An SQL-level prepared statement.
-    pub(crate) const PREPARED: Self = Self(1 << 4);
+    PREPARED = 4;
     /// A holdable cursor.
-    pub(crate) const CURSOR: Self = Self(1 << 5);
+    CURSOR = 5;
     /// A session advisory lock.
-    pub(crate) const ADVISORY_LOCK: Self = Self(1 << 6);
+    ADVISORY_LOCK = 6;
     /// A `LISTEN`.
-    pub(crate) const LISTEN: Self = Self(1 << 7);
+    LISTEN = 7;
     /// Sequence state (`currval`, `lastval`), from `nextval` calls or column defaults.
-    pub(crate) const SEQUENCES: Self = Self(1 << 8);
+    SEQUENCES = 8;
+}
+
+// Transactions, and what the text cannot tell.
+effects! {
+    CONTROL:
     /// Opens a transaction block.
-    pub(crate) const BEGINS: Self = Self(1 << 9);
+    BEGINS = 9;
     /// Ends a transaction block (`COMMIT`, `ROLLBACK`, `END`, `ABORT`, `PREPARE TRANSACTION`).
-    pub(crate) const ENDS: Self = Self(1 << 10);
+    ENDS = 10;
     /// Runs code the text does not show (a function not known to be
     /// harmless, `DO`, `CALL`, `EXECUTE`, a statement of unknown kind).
-    pub(crate) const OPAQUE: Self = Self(1 << 11);
+    OPAQUE = 11;
     /// State that cannot be undone in place: diesel's own prepared
     /// statements deallocated, a library loaded, a `dblink` connection, a
     /// random seed. The connection is retired.
-    pub(crate) const UNRESTORABLE: Self = Self(1 << 12);
+    UNRESTORABLE = 12;
+}
+
+impl Effects {
+    /// Nothing.
+    pub(crate) const NONE: Self = Self(0);
 
     /// Everything that changes the session for later transactions (what a
     /// transaction pooler would hand to other clients).
@@ -85,23 +111,12 @@ impl std::ops::BitOrAssign for Effects {
 
 impl fmt::Debug for Effects {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const NAMES: [&str; 13] = [
-            "SEARCH_PATH",
-            "SETTING",
-            "LOCAL_SEARCH_PATH",
-            "TEMPORARY",
-            "PREPARED",
-            "CURSOR",
-            "ADVISORY_LOCK",
-            "LISTEN",
-            "SEQUENCES",
-            "BEGINS",
-            "ENDS",
-            "OPAQUE",
-            "UNRESTORABLE",
-        ];
-        let set: Vec<&str> =
-            NAMES.iter().enumerate().filter(|(i, _)| self.0 & (1 << i) != 0).map(|(_, n)| *n).collect();
+        let set: Vec<&str> = [SETTINGS, KEPT, CONTROL]
+            .iter()
+            .flat_map(|group| group.iter())
+            .filter(|(_, e)| self.contains(*e))
+            .map(|(n, _)| *n)
+            .collect();
         if set.is_empty() {
             f.write_str("NONE")
         } else {

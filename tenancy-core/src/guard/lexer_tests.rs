@@ -72,37 +72,3 @@ fn semicolons_inside_parentheses_or_atomic_bodies_do_not_end_statements() {
     // Outside a routine, BEGIN is a statement of its own.
     assert_eq!(tokens("BEGIN; SELECT 1; COMMIT").iter().filter(|t| **t == Token::End).count(), 2);
 }
-
-#[test]
-fn degenerate_input_does_not_panic() {
-    for sql in [
-        "'",
-        "\"",
-        "$",
-        "$$",
-        "$a$",
-        "/*",
-        "/* /* */",
-        "--",
-        "e'\\",
-        "u&",
-        "u&\"",
-        "u&'",
-        ";;;",
-        "",
-        "$1$",
-        "E'\\u12",
-        "U&\"\\+12\"",
-        "U&\"x\" UESCAPE",
-        "U&\"x\" UESCAPE '",
-        "1e",
-        "1e+",
-        ".",
-        "::",
-        "E'\\x'",
-        "E'\\777'",
-    ] {
-        let _ = tokens(sql);
-        let _: Vec<_> = Lexer::new(sql.as_bytes(), Backslashes::Escape).collect();
-    }
-}

@@ -17,7 +17,7 @@ use super::report::{
 };
 use crate::error::TenancyError;
 use crate::pool::TenantPool;
-use crate::registry::{AppliedMigrations, Registry, TenantState};
+use crate::registry::{AppliedMigrations, Registry, Save, TenantState};
 use crate::schema_name::SchemaName;
 use crate::session::trusted;
 
@@ -67,7 +67,7 @@ where
     let fleet = read_fleet(pool, &registry)?;
 
     let mut counts = MigrationCounts { total: fleet.tenants.len(), ..MigrationCounts::default() };
-    let mut progress = options.progress;
+    let mut progress = options.progress.map(|h| h.0);
     let mut settled = Vec::with_capacity(fleet.tenants.len());
     let mut to_visit = Vec::new();
     for tenant in fleet.tenants {
@@ -187,7 +187,7 @@ fn migrate_tenant(
         let run = apply_pending(conn, schema, plan, probe.table_exists)?;
         let state = if run.error.is_some() { TenantState::Failed } else { TenantState::Ready };
         let message = run.error.as_ref().map(ToString::to_string);
-        registry.update(conn, schema, state, &run.after, message.as_deref())?;
+        registry.save(conn, Save::IfChanged, schema, state, &run.after, message.as_deref())?;
         Ok(match run.error {
             Some(error) => TenantOutcome::Failed { applied: run.applied, error },
             None if run.applied.is_empty() => TenantOutcome::AlreadyCurrent,

@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::TenancyError;
+use crate::pool::Hook;
 use crate::schema_name::SchemaName;
 
 /// Settings of one [`migrate_all`](crate::migrate_all) run. Every setting has a default.
@@ -18,12 +19,13 @@ use crate::schema_name::SchemaName;
 ///     .lock_timeout(Some(Duration::from_secs(5)))
 ///     .on_progress(|p| eprintln!("{}/{} {}: {}", p.counts.done(), p.counts.total, p.schema, p.outcome));
 /// ```
+#[derive(Debug)]
 #[must_use = "options do nothing until passed to migrate_all"]
 pub struct MigrateOptions {
     pub(super) jobs: usize,
     pub(super) verify_schemas: bool,
     pub(super) lock_timeout: Option<Duration>,
-    pub(super) progress: Option<ProgressCallback>,
+    pub(super) progress: Option<Hook<ProgressCallback>>,
 }
 
 /// The boxed form of a callback given to [`MigrateOptions::on_progress`].
@@ -35,18 +37,20 @@ impl Default for MigrateOptions {
     }
 }
 
-impl fmt::Debug for MigrateOptions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MigrateOptions")
-            .field("jobs", &self.jobs)
-            .field("verify_schemas", &self.verify_schemas)
-            .field("lock_timeout", &self.lock_timeout)
-            .field("progress", &self.progress.is_some())
-            .finish()
-    }
-}
-
 impl MigrateOptions {
+    setters! {
+        /// Visit every tenant's schema and compare its own
+        /// `__diesel_schema_migrations` with the migration source, instead of
+        /// trusting the registry for tenants it records as current. Default:
+        /// `false`. Turn it on after migrating or reverting tenants by hand
+        /// (for example with the diesel CLI).
+        verify_schemas(bool) => verify_schemas;
+        /// How long a tenant's migration waits for a lock (on the tenant's
+        /// tables, or on the tenant while another process provisions or
+        /// migrates it) before that tenant fails with a lock timeout, instead of
+        /// queueing behind application traffic. Default: `None` (wait).
+        lock_timeout(Option<Duration>) => lock_timeout;
+    }
     /// The defaults: one tenant at a time, trust the registry, no lock
     /// timeout, no progress callback.
     pub fn new() -> Self {
@@ -61,25 +65,6 @@ impl MigrateOptions {
         self
     }
 
-    /// Visit every tenant's schema and compare its own
-    /// `__diesel_schema_migrations` with the migration source, instead of
-    /// trusting the registry for tenants it records as current. Default:
-    /// `false`. Turn it on after migrating or reverting tenants by hand
-    /// (for example with the diesel CLI).
-    pub fn verify_schemas(mut self, verify: bool) -> Self {
-        self.verify_schemas = verify;
-        self
-    }
-
-    /// How long a tenant's migration waits for a lock (on the tenant's
-    /// tables, or on the tenant while another process provisions or
-    /// migrates it) before that tenant fails with a lock timeout, instead of
-    /// queueing behind application traffic. Default: `None` (wait).
-    pub fn lock_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.lock_timeout = timeout;
-        self
-    }
-
     /// Called once per tenant as it is done, including tenants found current
     /// from the registry, so `counts.done()` reaches `counts.total`. Calls
     /// never overlap, even with several jobs; keep the callback quick, as
@@ -88,7 +73,7 @@ impl MigrateOptions {
     where
         F: FnMut(&Progress<'_>) + Send + 'static,
     {
-        self.progress = Some(Box::new(callback));
+        self.progress = Some(Hook(Box::new(callback)));
         self
     }
 }

@@ -10,7 +10,7 @@ use diesel::connection::Instrumentation;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 
-use super::manager::{InstrumentationFactory, Manager};
+use super::manager::{InstrumentationFactory, Manager, Opening};
 use super::roster::Roster;
 use super::{PoolInner, TenantPool};
 use crate::config::ConfigError;
@@ -41,6 +41,16 @@ pub enum PoolerMode {
     Transaction,
 }
 
+/// A callback held by a builder: shown in `Debug` without its contents.
+#[derive(Clone)]
+pub(crate) struct Hook<T>(pub(crate) T);
+
+impl<T> fmt::Debug for Hook<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Hook(..)")
+    }
+}
+
 /// Configures and builds a [`TenantPool`]. Every setting has a default.
 ///
 /// ```no_run
@@ -54,6 +64,7 @@ pub enum PoolerMode {
 ///     .build("postgres://localhost/app")?;
 /// # Ok::<(), tenancy_core::TenancyError>(())
 /// ```
+#[derive(Debug)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct TenantPoolBuilder {
     pub(super) max_size: u32,
@@ -73,7 +84,7 @@ pub struct TenantPoolBuilder {
     always_restore: bool,
     tenant_cache_ttl: Duration,
     drop_notifications: bool,
-    instrumentation: Option<InstrumentationFactory>,
+    instrumentation: Option<Hook<InstrumentationFactory>>,
 }
 
 impl Default for TenantPoolBuilder {
@@ -101,72 +112,82 @@ impl Default for TenantPoolBuilder {
     }
 }
 
-impl fmt::Debug for TenantPoolBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TenantPoolBuilder")
-            .field("max_size", &self.max_size)
-            .field("min_idle", &self.min_idle)
-            .field("connection_timeout", &self.connection_timeout)
-            .field("idle_timeout", &self.idle_timeout)
-            .field("max_lifetime", &self.max_lifetime)
-            .field("test_on_check_out", &self.test_on_check_out)
-            .field("shared_schema", &self.shared_schema)
-            .field("registry_schema", &self.registry_schema)
-            .field("extension_schemas", &self.extension_schemas)
-            .field("pooler_mode", &self.pooler_mode)
-            .field("statement_cache", &self.statement_cache)
-            .field("max_tenants_per_connection", &self.max_tenants_per_connection)
-            .field("session_guard", &self.session_guard)
-            .field("affinity", &self.affinity)
-            .field("always_restore", &self.always_restore)
-            .field("tenant_cache_ttl", &self.tenant_cache_ttl)
-            .field("drop_notifications", &self.drop_notifications)
-            .field("instrumentation", &self.instrumentation.is_some())
-            .finish()
-    }
-}
-
 impl TenantPoolBuilder {
-    /// Maximum number of connections, idle or in use. Default: 10.
-    pub fn max_size(mut self, max_size: u32) -> Self {
-        self.max_size = max_size;
-        self
+    // How many connections, and for how long.
+    setters! {
+        /// Maximum number of connections, idle or in use. Default: 10.
+        max_size(u32) => max_size;
+        /// Idle connections kept open. Default: `None`, meaning `max_size`.
+        min_idle(Option<u32>) => min_idle;
+        /// How long a checkout waits for a free connection before
+        /// [`TenancyError::PoolTimeout`]. Default: 30 seconds.
+        connection_timeout(Duration) => connection_timeout;
+        /// Idle connections are closed after this long. Default: 10 minutes.
+        idle_timeout(Option<Duration>) => idle_timeout;
+        /// Connections are closed after this long, busy or not, the next time
+        /// they are returned. Bounds the per-backend catalog cache. Default: 30 minutes.
+        max_lifetime(Option<Duration>) => max_lifetime;
     }
 
-    /// Idle connections kept open. Default: `None`, meaning `max_size`.
-    pub fn min_idle(mut self, min_idle: Option<u32>) -> Self {
-        self.min_idle = min_idle;
-        self
+    // What the pool checks.
+    setters! {
+        /// Ping (`SELECT 1`) every connection before handing it out. Default:
+        /// `false`: it costs a round trip per checkout, and a dead connection is
+        /// found on first use anyway (its error reaches the caller and the
+        /// connection is discarded; tenant transactions retry their opening
+        /// statement on a fresh connection by themselves).
+        test_on_check_out(bool) => test_on_check_out;
+        /// Read the statements borrowers send, and restore or retire connections
+        /// whose session they changed (see the crate docs on borrowers).
+        /// Default: `true`. Turn it off only when every statement sent through
+        /// the pool is known not to change session state.
+        session_guard(bool) => session_guard;
+        /// Restore every session a borrower sent anything on before it goes
+        /// back to the pool (one message: see the crate docs), not only those
+        /// whose statements the session guard finds changing session state.
+        ///
+        /// What the guard cannot see is code the server runs by itself: a
+        /// trigger, a rule or a function body that changes a setting or takes a
+        /// session lock while a plain `INSERT` runs. Turn this on when your
+        /// schemas have such code. Costs one round trip per checkout that sent
+        /// statements. Behind a transaction pooler the equivalent check is always
+        /// made, in the `COMMIT` message. Default: `false`.
+        always_restore(bool) => always_restore;
+        /// Keep diesel's prepared-statement cache on each connection. Default:
+        /// `true`; always off in [`PoolerMode::Transaction`].
+        statement_cache(bool) => statement_cache;
     }
 
-    /// How long a checkout waits for a free connection before
-    /// [`TenancyError::PoolTimeout`]. Default: 30 seconds.
-    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
-        self.connection_timeout = timeout;
-        self
-    }
-
-    /// Idle connections are closed after this long. Default: 10 minutes.
-    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.idle_timeout = timeout;
-        self
-    }
-
-    /// Connections are closed after this long, busy or not, the next time
-    /// they are returned. Bounds the per-backend catalog cache. Default: 30 minutes.
-    pub fn max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
-        self.max_lifetime = lifetime;
-        self
-    }
-
-    /// Ping (`SELECT 1`) every connection before handing it out. Default:
-    /// `false`: it costs a round trip per checkout, and a dead connection is
-    /// found on first use anyway (its error reaches the caller and the
-    /// connection is discarded; tenant transactions retry their opening
-    /// statement on a fresh connection by themselves).
-    pub fn test_on_check_out(mut self, test: bool) -> Self {
-        self.test_on_check_out = test;
-        self
+    // How connections are scoped.
+    setters! {
+        /// How connections reach PostgreSQL; see [`PoolerMode`]. Default: [`PoolerMode::Session`].
+        pooler_mode(PoolerMode) => pooler_mode;
+        /// Retire a connection once it has served this many distinct tenants.
+        ///
+        /// Every schema a backend touches adds its tables to that backend's
+        /// catalog cache, so with thousands of tenants a long-lived connection's
+        /// memory grows with every tenant it serves. Retiring after `k` tenants
+        /// bounds it. Default: `None` (bounded only by `max_lifetime`).
+        max_tenants_per_connection(Option<usize>) => max_tenants_per_connection;
+        /// Prefer an idle connection that already serves the requested tenant
+        /// over the most recently returned one. A switch costs a round trip plus
+        /// PostgreSQL re-planning cached statements; with skewed traffic this
+        /// turns most switches into hits. Default: `true`.
+        tenant_affinity(bool) => affinity;
+        /// How long a proof that a tenant is registered is trusted before it is
+        /// proven again (in the same message as the checkout's own statement,
+        /// or as the one statement of a checkout that would otherwise send
+        /// none). Drops through this library reach every pool at once, in this
+        /// process directly and in others by notification; this bounds how long
+        /// a registry row deleted or a schema dropped by hand stays served.
+        /// `Duration::ZERO` proves the tenant on every checkout. Default: 60 seconds.
+        tenant_cache_ttl(Duration) => tenant_cache_ttl;
+        /// Listen (on one extra connection of the pool's own, outside `max_size`)
+        /// for tenants dropped or fenced by other processes, so that their
+        /// connections stop serving them at once instead of after
+        /// [`tenant_cache_ttl`](Self::tenant_cache_ttl). Default: `true`; off
+        /// in [`PoolerMode::Transaction`], where a pooled `LISTEN` does not work.
+        drop_notifications(bool) => drop_notifications;
     }
 
     /// The schema holding tables shared by all tenants, used by
@@ -197,85 +218,6 @@ impl TenantPoolBuilder {
         self
     }
 
-    /// How connections reach PostgreSQL; see [`PoolerMode`]. Default: [`PoolerMode::Session`].
-    pub fn pooler_mode(mut self, mode: PoolerMode) -> Self {
-        self.pooler_mode = mode;
-        self
-    }
-
-    /// Keep diesel's prepared-statement cache on each connection. Default:
-    /// `true`; always off in [`PoolerMode::Transaction`].
-    pub fn statement_cache(mut self, enabled: bool) -> Self {
-        self.statement_cache = enabled;
-        self
-    }
-
-    /// Retire a connection once it has served this many distinct tenants.
-    ///
-    /// Every schema a backend touches adds its tables to that backend's
-    /// catalog cache, so with thousands of tenants a long-lived connection's
-    /// memory grows with every tenant it serves. Retiring after `k` tenants
-    /// bounds it. Default: `None` (bounded only by `max_lifetime`).
-    pub fn max_tenants_per_connection(mut self, k: Option<usize>) -> Self {
-        self.max_tenants_per_connection = k;
-        self
-    }
-
-    /// Read the statements borrowers send, and restore or retire connections
-    /// whose session they changed (see the crate docs on borrowers).
-    /// Default: `true`. Turn it off only when every statement sent through
-    /// the pool is known not to change session state.
-    pub fn session_guard(mut self, enabled: bool) -> Self {
-        self.session_guard = enabled;
-        self
-    }
-
-    /// Prefer an idle connection that already serves the requested tenant
-    /// over the most recently returned one. A switch costs a round trip plus
-    /// PostgreSQL re-planning cached statements; with skewed traffic this
-    /// turns most switches into hits. Default: `true`.
-    pub fn tenant_affinity(mut self, enabled: bool) -> Self {
-        self.affinity = enabled;
-        self
-    }
-
-    /// Restore every session a borrower sent anything on before it goes
-    /// back to the pool (one message: see the crate docs), not only those
-    /// whose statements the session guard finds changing session state.
-    ///
-    /// What the guard cannot see is code the server runs by itself: a
-    /// trigger, a rule or a function body that changes a setting or takes a
-    /// session lock while a plain `INSERT` runs. Turn this on when your
-    /// schemas have such code. Costs one round trip per checkout that sent
-    /// statements. Behind a transaction pooler the equivalent check is always
-    /// made, in the `COMMIT` message. Default: `false`.
-    pub fn always_restore(mut self, enabled: bool) -> Self {
-        self.always_restore = enabled;
-        self
-    }
-
-    /// How long a proof that a tenant is registered is trusted before it is
-    /// proven again (in the same message as the checkout's own statement,
-    /// or as the one statement of a checkout that would otherwise send
-    /// none). Drops through this library reach every pool at once, in this
-    /// process directly and in others by notification; this bounds how long
-    /// a registry row deleted or a schema dropped by hand stays served.
-    /// `Duration::ZERO` proves the tenant on every checkout. Default: 60 seconds.
-    pub fn tenant_cache_ttl(mut self, ttl: Duration) -> Self {
-        self.tenant_cache_ttl = ttl;
-        self
-    }
-
-    /// Listen (on one extra connection of the pool's own, outside `max_size`)
-    /// for tenants dropped or fenced by other processes, so that their
-    /// connections stop serving them at once instead of after
-    /// [`tenant_cache_ttl`](Self::tenant_cache_ttl). Default: `true`; off
-    /// in [`PoolerMode::Transaction`], where a pooled `LISTEN` does not work.
-    pub fn drop_notifications(mut self, enabled: bool) -> Self {
-        self.drop_notifications = enabled;
-        self
-    }
-
     /// Install a diesel [`Instrumentation`] on every new connection (for
     /// logging, metrics or counting statements); it sees every event,
     /// including the pool's own statements. Instrumentation set on a
@@ -285,7 +227,7 @@ impl TenantPoolBuilder {
     where
         F: Fn() -> Box<dyn Instrumentation> + Send + Sync + 'static,
     {
-        self.instrumentation = Some(Arc::new(factory));
+        self.instrumentation = Some(Hook(Arc::new(factory)));
         self
     }
 
@@ -322,15 +264,18 @@ impl TenantPoolBuilder {
             self.tenant_cache_ttl,
             listen.then(|| (first, database_url.to_owned(), layout.registry().to_owned())),
         );
-        let manager = Manager {
-            url: database_url.to_owned(),
-            pool_id,
+        let opening = Opening {
             statement_cache: self.statement_cache && self.pooler_mode == PoolerMode::Session,
             session_guard: self.session_guard,
             track_served: self.max_tenants_per_connection.is_some(),
-            catalog,
-            instrumentation: self.instrumentation.clone(),
         };
+        let manager = Manager::new(
+            database_url.to_owned(),
+            pool_id,
+            opening,
+            catalog,
+            self.instrumentation.map(|h| h.0),
+        );
         let pool = r2d2::Pool::builder()
             .max_size(self.max_size)
             .min_idle(self.min_idle)

@@ -19,13 +19,36 @@ static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// Opens connections for r2d2, each with its [`Session`].
 pub(crate) struct Manager {
-    pub(crate) url: String,
-    pub(crate) pool_id: u64,
+    url: String,
+    pool_id: u64,
+    /// Keep diesel's prepared-statement cache.
+    statement_cache: bool,
+    /// Read the statements borrowers send.
+    session_guard: bool,
+    /// Count the distinct tenants each connection serves.
+    track_served: bool,
+    catalog: Arc<Catalog>,
+    instrumentation: Option<InstrumentationFactory>,
+}
+
+/// How the pool's connections are opened.
+pub(crate) struct Opening {
     pub(crate) statement_cache: bool,
     pub(crate) session_guard: bool,
     pub(crate) track_served: bool,
-    pub(crate) catalog: Arc<Catalog>,
-    pub(crate) instrumentation: Option<InstrumentationFactory>,
+}
+
+impl Manager {
+    pub(crate) fn new(
+        url: String,
+        pool_id: u64,
+        opening: Opening,
+        catalog: Arc<Catalog>,
+        instrumentation: Option<InstrumentationFactory>,
+    ) -> Self {
+        let Opening { statement_cache, session_guard, track_served } = opening;
+        Self { url, pool_id, statement_cache, session_guard, track_served, catalog, instrumentation }
+    }
 }
 
 /// Why the pool could not open or check a connection.

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use diesel::PgConnection;
 
+pub(crate) use builder::Hook;
 pub use builder::{PoolerMode, TenantPoolBuilder};
 pub(crate) use checkout::Target;
 pub use connection::{SharedConnection, TenantConnection};

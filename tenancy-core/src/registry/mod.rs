@@ -52,6 +52,15 @@ pub(crate) struct Found {
     pub(crate) table_exists: bool,
 }
 
+/// How [`Registry::save`] writes a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Save {
+    /// Insert, or replace the existing row.
+    Upsert,
+    /// Update the existing row, unless it already says exactly this.
+    IfChanged,
+}
+
 /// The registry of one pool, and every statement about it.
 pub(crate) struct Registry {
     name: String,
@@ -224,54 +233,37 @@ impl Registry {
         })
     }
 
-    /// Inserts or updates a tenant's row.
-    pub(crate) fn record(
-        &self,
-        conn: &mut PgConnection,
-        schema: &SchemaName,
-        state: TenantState,
-        applied: &AppliedMigrations,
-        last_error: Option<&str>,
-    ) -> Result<(), TenancyError> {
-        let sql = format!(
-            "INSERT INTO {} AS t (schema_name, state, migration_version, migrations_applied, last_error) \
-             VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (schema_name) DO UPDATE SET state = excluded.state, \
-                 migration_version = excluded.migration_version, \
-                 migrations_applied = excluded.migrations_applied, \
-                 last_error = excluded.last_error, updated_at = now()",
-            self.table
-        );
-        trusted(conn, |conn| {
-            diesel::sql_query(sql)
-                .bind::<Text, _>(schema.as_str())
-                .bind::<Text, _>(state.as_str())
-                .bind::<Nullable<Text>, _>(applied.latest.as_deref())
-                .bind::<Integer, _>(i32::try_from(applied.count).unwrap_or(i32::MAX))
-                .bind::<Nullable<Text>, _>(last_error)
-                .execute(conn)
-        })?;
-        Ok(())
-    }
-
-    /// Updates an existing tenant's row, unless it already says exactly
-    /// this: a tenant found current then costs no write (and its
+    /// Writes a tenant's row: [`Save::Upsert`] inserts or replaces it;
+    /// [`Save::IfChanged`] updates an existing row unless it already says
+    /// exactly this, so that a tenant found current costs no write (and its
     /// transaction no WAL flush at commit).
-    pub(crate) fn update(
+    pub(crate) fn save(
         &self,
         conn: &mut PgConnection,
+        how: Save,
         schema: &SchemaName,
         state: TenantState,
         applied: &AppliedMigrations,
         last_error: Option<&str>,
     ) -> Result<(), TenancyError> {
-        let sql = format!(
-            "UPDATE {} SET state = $2, migration_version = $3, migrations_applied = $4, last_error = $5, \
-                 updated_at = now() \
-             WHERE schema_name = $1 \
-               AND (state, migration_version, migrations_applied, last_error) IS DISTINCT FROM ($2, $3, $4, $5)",
-            self.table
-        );
+        let sql = match how {
+            Save::Upsert => format!(
+                "INSERT INTO {} AS t (schema_name, state, migration_version, migrations_applied, last_error) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (schema_name) DO UPDATE SET state = excluded.state, \
+                     migration_version = excluded.migration_version, \
+                     migrations_applied = excluded.migrations_applied, \
+                     last_error = excluded.last_error, updated_at = now()",
+                self.table
+            ),
+            Save::IfChanged => format!(
+                "UPDATE {} SET state = $2, migration_version = $3, migrations_applied = $4, last_error = $5, \
+                     updated_at = now() \
+                 WHERE schema_name = $1 \
+                   AND (state, migration_version, migrations_applied, last_error) IS DISTINCT FROM ($2, $3, $4, $5)",
+                self.table
+            ),
+        };
         trusted(conn, |conn| {
             diesel::sql_query(sql)
                 .bind::<Text, _>(schema.as_str())
