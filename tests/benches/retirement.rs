@@ -76,6 +76,7 @@ fn run(url: &str, tenants: usize, k: usize, every: usize) {
             .collect();
         setup.batch_execute(&format!("BEGIN; {ddl} COMMIT;")).unwrap();
     }
+    tenancy_tests::register(url, &names);
     println!(
         "retirement: {tenants} tenants x 4 tables (+4 indexes, 4 sequences) created in {:.1?}; bounded K = {k}",
         started.elapsed()

@@ -197,6 +197,7 @@ fn create_tenants(url: &str, database: &str, count: usize) -> Result<Vec<SchemaN
         conn.batch_execute(&sql)?;
     }
     conn.batch_execute("ANALYZE")?;
+    tenancy_tests::register(url, &names);
     Ok(names)
 }
 
