@@ -44,22 +44,33 @@
 //! # What a borrower may do with a connection
 //!
 //! A checked-out connection dereferences to diesel's `PgConnection`, so any
-//! SQL can be sent through it. The pool watches the statements sent (the
-//! session guard, installed as each connection's diesel instrumentation) for
-//! the few that would outlive the checkout: a session `SET search_path` makes
-//! the pool forget the connection's scope (the next checkout re-scopes it);
-//! other session `SET`s, `RESET ALL`, `DISCARD`, `set_config`, temporary
-//! tables, session advisory locks, holdable cursors and transactions left open
-//! retire the physical connection. Either way the next borrower starts clean.
-//! Every search path the pool sets ends in `pg_temp`, so a temporary table can
-//! never shadow a tenant's table. Behind a transaction pooler
-//! ([`PoolerMode::Transaction`]) a transaction body that changes session state
-//! is rolled back ([`TenancyError::SessionStateRefused`]) rather than
-//! committing that state onto a server session other clients will get.
+//! SQL can be sent through it. Whatever a borrower sends, the next borrower
+//! of that physical connection, of the same tenant or another, starts clean:
+//! the pool's search path, no open or aborted transaction, no session
+//! setting, temporary object, prepared statement, cursor, session advisory
+//! lock, listened channel or sequence state of the last one.
 //!
-//! What the guard cannot see is what the server does on its own: a function
-//! whose body calls `set_config` changes the session behind the statement
-//! text. Give such functions a `SET search_path` clause.
+//! * The session guard (each connection's diesel instrumentation) reads every
+//!   statement before it is sent, as PostgreSQL's scanner would, and
+//!   classifies it against allowlists of statement kinds and of the functions
+//!   the server declares immutable or stable. Plain DSL CRUD costs nothing.
+//! * When the connection comes back, whatever the statements may have changed
+//!   is undone in one message (`ROLLBACK`, `RESET ALL`, `CLOSE ALL`,
+//!   `UNLISTEN *`, `pg_advisory_unlock_all()`, `DISCARD SEQUENCES`, the scope
+//!   again), or the connection is retired when that cannot be done in place.
+//! * In a tenant transaction, a statement that would end the pool's
+//!   transaction is refused before it is sent
+//!   ([`TenancyError::SessionStateRefused`], nothing committed); behind a
+//!   transaction pooler ([`PoolerMode::Transaction`]) so is every statement
+//!   that would change the server session, and the `COMMIT` message checks
+//!   the server's own view before committing.
+//! * What the pool knows about a connection lives in the connection itself,
+//!   so no safe-Rust rearrangement of checkouts (`std::mem::swap`) misleads it.
+//!
+//! Code the server runs by itself during a plain statement (a trigger, a
+//! rule) is not in the statement's text: turn on
+//! [`TenantPoolBuilder::always_restore`] when your schemas have such code.
+//! The README's "What a borrower may do" states the guarantee in full.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 

@@ -453,6 +453,20 @@ fn a_tenant_dropped_elsewhere_is_tenant_not_found() {
     });
     assert!(result.as_ref().is_err_and(TenancyError::is_tenant_not_found), "{result:?}");
     assert!(here.tenant(&by_hand).unwrap_err().is_tenant_not_found());
+    // The same through a session checkout: the first failing statement, then
+    // TenantNotFound for every later checkout.
+    let hand2 = unique_schema("gone_session");
+    provision(&here, &hand2, NO_MIGRATIONS).unwrap();
+    here.tenant(&hand2)
+        .unwrap()
+        .batch_execute("CREATE TABLE items (id bigserial, tenant text, body text)")
+        .unwrap();
+    admin().batch_execute(&format!("DROP SCHEMA {} CASCADE", hand2.quoted())).unwrap();
+    let mut conn = here.tenant(&hand2).unwrap();
+    assert!(conn.batch_execute("INSERT INTO items (tenant, body) VALUES ('x', 'y')").is_err());
+    drop(conn);
+    assert!(here.tenant(&hand2).unwrap_err().is_tenant_not_found());
+    drop_tenant(&here, &hand2).unwrap();
     let record = tenant_record(&here, &by_hand).unwrap().unwrap();
     assert_eq!(record.state, TenantState::Missing);
     drop_tenant(&here, &by_hand).unwrap();

@@ -357,6 +357,9 @@ impl TenantPool {
         if failure == Failure::Unknown {
             // E.g. "relation does not exist": prove the tenant again first.
             state.epoch = 0;
+            if let Scope::Tenant(schema) = &state.scope {
+                self.inner.roster.unprove(schema);
+            }
         }
         if effects.contains(Effects::SEQUENCES) {
             state.sequences = true;

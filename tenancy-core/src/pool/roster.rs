@@ -109,6 +109,12 @@ impl Roster {
         self.shared.store(true, Ordering::Relaxed);
     }
 
+    /// A statement failed for `schema` in a way that may mean it is gone:
+    /// the next checkout proves it again.
+    pub(crate) fn unprove(&self, schema: &SchemaName) {
+        self.proven.lock().unwrap_or_else(|p| p.into_inner()).remove(schema);
+    }
+
     /// `schema` was dropped or fenced: nothing proven before is trusted.
     pub(crate) fn forget(&self, schema: &SchemaName) {
         self.proven.lock().unwrap_or_else(|p| p.into_inner()).remove(schema);
