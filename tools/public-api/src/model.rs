@@ -993,3 +993,118 @@ fn leaves(tree: &UseTree) -> Vec<Leaf> {
 pub fn lib_rs(crate_dir: &Path) -> PathBuf {
     crate_dir.join("src").join("lib.rs")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::path::PathBuf;
+
+    use super::Crate;
+
+    /// A crate on disk, removed when dropped.
+    struct Scratch(PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn listing(files: &[(&str, &str)]) -> Vec<String> {
+        let dir = std::env::temp_dir().join(format!("public-api-test-{}", std::process::id()));
+        let scratch = Scratch(dir.clone());
+        for (path, source) in files {
+            let path = scratch.0.join(path);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, source).unwrap();
+        }
+        let krate = Crate::load("demo", &dir.join("src/lib.rs")).unwrap();
+        krate.lines().into_iter().map(|l| l.text).collect()
+    }
+
+    #[test]
+    fn lists_what_users_can_name_under_the_path_they_name_it_by() {
+        let lines = listing(&[
+            (
+                "src/lib.rs",
+                r#"
+                mod inner;
+                pub mod open;
+                #[doc(hidden)]
+                pub mod hidden { pub fn h() {} }
+                #[path = "elsewhere.rs"]
+                mod moved;
+                pub use inner::{helper as renamed, Thing};
+                pub use inner::deep::*;
+                pub use moved::Moved;
+                pub use other_crate::Item;
+                #[cfg(test)]
+                mod tests;
+                trait Private {}
+                impl Private for Thing {}
+                "#,
+            ),
+            (
+                "src/inner.rs",
+                r#"
+                pub mod deep;
+                /// Docs are not API.
+                #[derive(Clone, Debug)]
+                #[non_exhaustive]
+                pub struct Thing { pub a: u8, b: u8 }
+                impl Thing {
+                    pub fn new(mut x: u8) -> Self { Thing { a: x, b: 0 } }
+                    pub(crate) fn internal(&self) {}
+                    #[doc(hidden)]
+                    pub fn secret() {}
+                }
+                impl std::fmt::Display for Thing {
+                    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { Ok(()) }
+                }
+                impl From<Thing> for String {
+                    fn from(t: Thing) -> String { String::new() }
+                }
+                pub fn helper() {}
+                pub struct Unreachable;
+                "#,
+            ),
+            (
+                "src/inner/deep.rs",
+                r#"
+                pub enum Kind { A, B(u8), C { x: crate::inner::Thing } }
+                #[cfg(feature = "x")]
+                impl super::Thing { pub fn extra(&self) -> Option<&Self> { None } }
+                "#,
+            ),
+            (
+                "src/open.rs",
+                "pub struct Open;\n#[macro_export]\nmacro_rules! mac { ($x:expr) => {}; () => {} }\n",
+            ),
+            ("src/elsewhere.rs", "pub struct Moved(pub u8, u16);\n"),
+        ]);
+        let expected = [
+            "pub struct demo::Moved(pub u8, _)",
+            "pub enum demo::Kind",
+            "demo::Kind::A",
+            "demo::Kind::B(u8)",
+            "demo::Kind::C { x: Thing }",
+            "#[non_exhaustive] pub struct demo::Thing { private fields }",
+            "pub demo::Thing::a: u8",
+            "pub fn demo::Thing::new(x: u8) -> Self",
+            "#[cfg(feature = \"x\")] pub fn demo::Thing::extra(&self) -> Option<&Self>",
+            "impl Clone for demo::Thing (derived)",
+            "impl Debug for demo::Thing (derived)",
+            "impl Display for demo::Thing",
+            "impl From<Thing> for String",
+            "pub use demo::Item = other_crate::Item",
+            "macro_rules! demo::mac { ($x:expr) => ..; () => .. }",
+            "pub mod demo::open",
+            "pub struct demo::open::Open",
+            "pub fn demo::renamed()",
+        ];
+        for line in expected {
+            assert!(lines.iter().any(|l| l == line), "missing {line:?} in\n{}", lines.join("\n"));
+        }
+        assert_eq!(lines.len(), expected.len(), "unexpected lines in\n{}", lines.join("\n"));
+    }
+}
