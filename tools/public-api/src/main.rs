@@ -217,8 +217,9 @@ fn bless() -> Result<bool, String> {
             if has_entries { "has not changed since the listing was last blessed" } else { "has no entries" };
         eprintln!(
             "public-api: the public API changed:\n{}\n\
-             but the `{UNRELEASED}` section of {CHANGELOG} {why}. Describe the change there\n\
-             (under ### Added, Changed, Deprecated, Removed, ...), then run `{BLESS}` again.",
+             but the `{UNRELEASED}` section of {CHANGELOG} {why}.\n\
+             Describe the change there (under ### Added, Changed, Deprecated, Removed, ...),\n\
+             then run `{BLESS}` again.",
             diff(&recorded.body, &body)
         );
         return Ok(false);
