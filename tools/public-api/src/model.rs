@@ -323,45 +323,37 @@ impl Crate {
     }
 
     fn item_lines(&self, item: &Item, name: &str, cfg: &[String], out: &mut Vec<Line>) {
-        let line = |rank: u8, owner: &str, text: String| Line { owner: owner.to_owned(), rank, text };
         let head = prefix(cfg, attrs(item));
+        let mut add = |rank: u8, text: String| out.push(Line { owner: name.to_owned(), rank, text });
         match item {
-            Item::Fn(f) => {
-                let macro_kind = ["proc_macro", "proc_macro_attribute", "proc_macro_derive"]
-                    .into_iter()
-                    .find(|kind| has_attr(&f.attrs, kind));
-                match macro_kind {
-                    Some("proc_macro_derive") => {
-                        let spec = f.attrs.iter().find(|a| a.path().is_ident("proc_macro_derive"));
-                        let spec = spec.map(|a| tokens(&a.meta)).unwrap_or_default();
-                        out.push(line(ITEM, name, format!("{head}#[{spec}]")));
-                    }
-                    Some(kind) => out.push(line(ITEM, name, format!("{head}#[{kind}] pub fn {name}"))),
-                    None => out.push(line(ITEM, name, format!("{head}pub {}", signature(&f.sig, name)))),
+            Item::Fn(f) => match ["proc_macro", "proc_macro_attribute", "proc_macro_derive"]
+                .into_iter()
+                .find(|kind| has_attr(&f.attrs, kind))
+            {
+                // A derive is named by the attribute, not by the function.
+                Some("proc_macro_derive") => {
+                    let spec = f.attrs.iter().find(|a| a.path().is_ident("proc_macro_derive"));
+                    add(ITEM, format!("{head}#[{}]", spec.map(|a| tokens(&a.meta)).unwrap_or_default()));
                 }
-            }
+                Some(kind) => add(ITEM, format!("{head}#[{kind}] pub fn {name}")),
+                None => add(ITEM, format!("{head}pub {}", signature(&f.sig, name))),
+            },
             Item::Struct(s) => {
-                let generics = tokens(&s.generics);
-                let bounds = where_clause(&s.generics);
+                let (generics, bounds) = (tokens(&s.generics), where_clause(&s.generics));
                 match &s.fields {
                     Fields::Named(fields) => {
                         let private = fields.named.iter().any(|f| !is_pub(&f.vis) || is_hidden(&f.attrs));
                         let marker = if private { " { private fields }" } else { "" };
-                        out.push(line(
-                            ITEM,
-                            name,
-                            format!("{head}pub struct {name}{generics}{bounds}{marker}"),
-                        ));
-                        for field in &fields.named {
-                            if is_pub(&field.vis) && !is_hidden(&field.attrs) {
-                                let ident = field.ident.as_ref().map(ToString::to_string).unwrap_or_default();
-                                let field_head = prefix(&cfgs(&field.attrs), &field.attrs);
-                                out.push(line(
-                                    MEMBER,
-                                    name,
-                                    format!("{field_head}pub {name}::{ident}: {}", tokens(&field.ty)),
-                                ));
-                            }
+                        add(ITEM, format!("{head}pub struct {name}{generics}{bounds}{marker}"));
+                        for field in fields.named.iter().filter(|f| is_pub(&f.vis) && !is_hidden(&f.attrs)) {
+                            add(
+                                MEMBER,
+                                format!(
+                                    "{}pub {name}::{}",
+                                    prefix(&cfgs(&field.attrs), &field.attrs),
+                                    field_text(field)
+                                ),
+                            );
                         }
                     }
                     Fields::Unnamed(fields) => {
@@ -376,46 +368,30 @@ impl Crate {
                                 }
                             })
                             .collect();
-                        out.push(line(
-                            ITEM,
-                            name,
-                            format!("{head}pub struct {name}{generics}({}){bounds}", shown.join(", ")),
-                        ));
+                        add(ITEM, format!("{head}pub struct {name}{generics}({}){bounds}", shown.join(", ")));
                     }
-                    Fields::Unit => {
-                        out.push(line(ITEM, name, format!("{head}pub struct {name}{generics}{bounds}")))
-                    }
+                    Fields::Unit => add(ITEM, format!("{head}pub struct {name}{generics}{bounds}")),
                 }
-                self.derive_lines(&s.attrs, name, &head_cfg(cfg), out, || {
-                    s.fields.iter().filter(|f| has_attr(&f.attrs, "from")).map(|f| tokens(&f.ty)).collect()
-                });
+                derive_lines(name, &s.attrs, s.fields.iter(), &head_cfg(cfg), &mut add);
             }
             Item::Enum(e) => {
-                let generics = tokens(&e.generics);
-                out.push(line(
+                add(
                     ITEM,
-                    name,
-                    format!("{head}pub enum {name}{generics}{}", where_clause(&e.generics)),
-                ));
-                for variant in &e.variants {
-                    if is_hidden(&variant.attrs) {
-                        continue;
-                    }
+                    format!("{head}pub enum {name}{}{}", tokens(&e.generics), where_clause(&e.generics)),
+                );
+                for variant in e.variants.iter().filter(|v| !is_hidden(&v.attrs)) {
                     let fields = match &variant.fields {
                         Fields::Named(f) => {
-                            let named: Vec<String> = f
-                                .named
-                                .iter()
-                                .map(|f| {
-                                    let ident = f.ident.as_ref().map(ToString::to_string).unwrap_or_default();
-                                    format!("{ident}: {}", tokens(&f.ty))
-                                })
-                                .collect();
-                            format!(" {{ {} }}", named.join(", "))
+                            format!(
+                                " {{ {} }}",
+                                f.named.iter().map(field_text).collect::<Vec<_>>().join(", ")
+                            )
                         }
                         Fields::Unnamed(f) => {
-                            let types: Vec<String> = f.unnamed.iter().map(|f| tokens(&f.ty)).collect();
-                            format!("({})", types.join(", "))
+                            format!(
+                                "({})",
+                                f.unnamed.iter().map(|f| tokens(&f.ty)).collect::<Vec<_>>().join(", ")
+                            )
                         }
                         Fields::Unit => String::new(),
                     };
@@ -425,32 +401,23 @@ impl Crate {
                         .map(|(_, e)| format!(" = {}", tokens(e)))
                         .unwrap_or_default();
                     let variant_head = prefix(&cfgs(&variant.attrs), &variant.attrs);
-                    out.push(line(
-                        MEMBER,
-                        name,
-                        format!("{variant_head}{name}::{}{fields}{discriminant}", variant.ident),
-                    ));
+                    add(MEMBER, format!("{variant_head}{name}::{}{fields}{discriminant}", variant.ident));
                 }
-                self.derive_lines(&e.attrs, name, &head_cfg(cfg), out, || {
-                    e.variants
-                        .iter()
-                        .flat_map(|v| v.fields.iter())
-                        .filter(|f| has_attr(&f.attrs, "from"))
-                        .map(|f| tokens(&f.ty))
-                        .collect()
-                });
+                derive_lines(
+                    name,
+                    &e.attrs,
+                    e.variants.iter().flat_map(|v| v.fields.iter()),
+                    &head_cfg(cfg),
+                    &mut add,
+                );
             }
             Item::Union(u) => {
-                out.push(line(
+                add(
                     ITEM,
-                    name,
                     format!("{head}pub union {name}{}{}", tokens(&u.generics), where_clause(&u.generics)),
-                ));
-                for field in &u.fields.named {
-                    if is_pub(&field.vis) && !is_hidden(&field.attrs) {
-                        let ident = field.ident.as_ref().map(ToString::to_string).unwrap_or_default();
-                        out.push(line(MEMBER, name, format!("pub {name}::{ident}: {}", tokens(&field.ty))));
-                    }
+                );
+                for field in u.fields.named.iter().filter(|f| is_pub(&f.vis) && !is_hidden(&f.attrs)) {
+                    add(MEMBER, format!("pub {name}::{}", field_text(field)));
                 }
             }
             Item::Trait(t) => {
@@ -460,15 +427,8 @@ impl Crate {
                 } else {
                     format!(": {}", tokens(&t.supertraits))
                 };
-                out.push(line(
-                    ITEM,
-                    name,
-                    format!(
-                        "{head}pub {unsafety}trait {name}{}{supertraits}{}",
-                        tokens(&t.generics),
-                        where_clause(&t.generics)
-                    ),
-                ));
+                let (generics, bounds) = (tokens(&t.generics), where_clause(&t.generics));
+                add(ITEM, format!("{head}pub {unsafety}trait {name}{generics}{supertraits}{bounds}"));
                 for member in &t.items {
                     let (member_attrs, text) = match member {
                         TraitItem::Fn(f) => {
@@ -504,82 +464,26 @@ impl Crate {
                         _ => continue,
                     };
                     if !is_hidden(member_attrs) {
-                        out.push(line(
-                            MEMBER,
-                            name,
-                            format!("{}{text}", prefix(&cfgs(member_attrs), member_attrs)),
-                        ));
+                        add(MEMBER, format!("{}{text}", prefix(&cfgs(member_attrs), member_attrs)));
                     }
                 }
             }
-            Item::Type(t) => out.push(line(
-                ITEM,
-                name,
-                format!(
-                    "{head}pub type {name}{}{} = {}",
-                    tokens(&t.generics),
-                    where_clause(&t.generics),
-                    tokens(&t.ty)
-                ),
-            )),
-            Item::Const(c) => out.push(line(
-                ITEM,
-                name,
-                format!("{head}pub const {name}: {} = {}", tokens(&c.ty), tokens(&c.expr)),
-            )),
+            Item::Type(t) => {
+                let (generics, bounds) = (tokens(&t.generics), where_clause(&t.generics));
+                add(ITEM, format!("{head}pub type {name}{generics}{bounds} = {}", tokens(&t.ty)));
+            }
+            Item::Const(c) => {
+                add(ITEM, format!("{head}pub const {name}: {} = {}", tokens(&c.ty), tokens(&c.expr)))
+            }
             Item::Static(s) => {
                 let mutability =
                     if matches!(s.mutability, syn::StaticMutability::Mut(_)) { "mut " } else { "" };
-                out.push(line(ITEM, name, format!("{head}pub static {mutability}{name}: {}", tokens(&s.ty))));
+                add(ITEM, format!("{head}pub static {mutability}{name}: {}", tokens(&s.ty)));
             }
             Item::Macro(mac) => {
-                out.push(line(
-                    ITEM,
-                    name,
-                    format!("{head}macro_rules! {name} {{ {} }}", matchers(&mac.mac.tokens)),
-                ));
+                add(ITEM, format!("{head}macro_rules! {name} {{ {} }}", matchers(&mac.mac.tokens)))
             }
             _ => {}
-        }
-    }
-
-    /// `#[derive(..)]` impls, and the `From` impls thiserror derives for
-    /// `#[from]` fields.
-    fn derive_lines(
-        &self,
-        item_attrs: &[Attribute],
-        name: &str,
-        cfg: &str,
-        out: &mut Vec<Line>,
-        from_fields: impl FnOnce() -> Vec<String>,
-    ) {
-        let mut derived = Vec::new();
-        for attr in item_attrs.iter().filter(|a| a.path().is_ident("derive")) {
-            if let Ok(paths) = attr.parse_args_with(Punctuated::<syn::Path, syn::Token![,]>::parse_terminated)
-            {
-                derived.extend(paths.iter().filter_map(|p| p.segments.last().map(|s| s.ident.to_string())));
-            }
-        }
-        for derive in &derived {
-            out.push(Line {
-                owner: name.to_owned(),
-                rank: IMPL,
-                text: format!("{cfg}impl {derive} for {name} (derived)"),
-            });
-        }
-        if derived.iter().any(|d| d == "Error") {
-            out.push(Line {
-                owner: name.to_owned(),
-                rank: IMPL,
-                text: format!("{cfg}impl Display for {name} (derived: Error)"),
-            });
-            for from in from_fields() {
-                out.push(Line {
-                    owner: name.to_owned(),
-                    rank: IMPL,
-                    text: format!("{cfg}impl From<{from}> for {name} (derived: Error, #[from])"),
-                });
-            }
         }
     }
 
@@ -751,6 +655,38 @@ impl Crate {
             ),
         });
     }
+}
+
+/// `#[derive(..)]` impls, and the `Display` and `From` impls that
+/// thiserror's `Error` derive adds (`From` for each `#[from]` field).
+fn derive_lines<'a>(
+    name: &str,
+    item_attrs: &[Attribute],
+    fields: impl Iterator<Item = &'a syn::Field>,
+    cfg: &str,
+    add: &mut impl FnMut(u8, String),
+) {
+    let mut derived = Vec::new();
+    for attr in item_attrs.iter().filter(|a| a.path().is_ident("derive")) {
+        if let Ok(paths) = attr.parse_args_with(Punctuated::<syn::Path, syn::Token![,]>::parse_terminated) {
+            derived.extend(paths.iter().filter_map(|p| p.segments.last().map(|s| s.ident.to_string())));
+        }
+    }
+    for derive in &derived {
+        add(IMPL, format!("{cfg}impl {derive} for {name} (derived)"));
+    }
+    if derived.iter().any(|d| d == "Error") {
+        add(IMPL, format!("{cfg}impl Display for {name} (derived: Error)"));
+        for field in fields.filter(|f| has_attr(&f.attrs, "from")) {
+            add(IMPL, format!("{cfg}impl From<{}> for {name} (derived: Error, #[from])", tokens(&field.ty)));
+        }
+    }
+}
+
+/// `name: Type`.
+fn field_text(field: &syn::Field) -> String {
+    let ident = field.ident.as_ref().map(ToString::to_string).unwrap_or_default();
+    format!("{ident}: {}", tokens(&field.ty))
 }
 
 fn parse(file: &Path) -> Result<Vec<Item>, String> {
