@@ -210,6 +210,10 @@ fn bless() -> Result<bool, String> {
         }
         return Ok(true);
     }
+    let mut changes = diff(&recorded.body, &body);
+    if changes.is_empty() {
+        changes = format!("  (since the last bless; {LISTING} was edited by hand to show it)\n");
+    }
     let has_entries = unreleased.iter().any(|l| l.starts_with("- ") || l.starts_with("* "));
     let changed = recorded.changelog.as_deref() != Some(changelog.as_str());
     if !has_entries || !changed {
@@ -220,11 +224,11 @@ fn bless() -> Result<bool, String> {
              but the `{UNRELEASED}` section of {CHANGELOG} {why}.\n\
              Describe the change there (under ### Added, Changed, Deprecated, Removed, ...),\n\
              then run `{BLESS}` again.",
-            diff(&recorded.body, &body)
+            changes
         );
         return Ok(false);
     }
     write_listing(&body, &changelog)?;
-    println!("public-api: wrote {LISTING}:\n{}", diff(&recorded.body, &body));
+    println!("public-api: wrote {LISTING}:\n{changes}");
     Ok(true)
 }
