@@ -38,6 +38,19 @@ deployment="ci_deployment_$$"
 printf 'add ship the release\ndone 1\nlist\n' | TENANCY_SCHEMA="$deployment" cargo run --quiet --example per_deployment
 TENANCY_SCHEMA="$deployment" cargo run --quiet --example per_deployment -- --decommission
 
+echo "==> packaging (every feature, the public API listing, a crates.io dry run)"
+cargo test -p tenancy-core --features serde --quiet
+cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
+cargo run --quiet -p public-api
+# A clean checkout (CI's) is packaged exactly as committed. Uncommitted local
+# changes are packaged as they are, so that the suite can run before a commit.
+allow_dirty=()
+if [ -n "$(git status --porcelain 2>/dev/null)" ]; then
+    echo "(uncommitted changes: packaging the working tree, --allow-dirty)"
+    allow_dirty=(--allow-dirty)
+fi
+cargo publish --workspace --dry-run "${allow_dirty[@]}"
+
 echo "==> quick benchmarks (ratios against plain diesel in the same run; figures in BENCHMARKS.md)"
 cargo bench -p tenancy-tests --bench scoping -- --quick
 cargo bench -p tenancy-tests --bench fleet -- --quick
