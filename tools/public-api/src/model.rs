@@ -692,7 +692,7 @@ fn field_text(field: &syn::Field) -> String {
 fn parse(file: &Path) -> Result<Vec<Item>, String> {
     let source = fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let parsed = syn::parse_file(&source).map_err(|e| format!("cannot parse {}: {e}", file.display()))?;
-    Ok(parsed.items)
+    crate::expand::expand(parsed.items)
 }
 
 /// `fn name<..>(..) -> .. where ..`, with argument patterns reduced to their
