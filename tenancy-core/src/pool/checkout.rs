@@ -186,7 +186,8 @@ impl TenantPool {
             Target::Internal(_) => Some(now),
         };
         let switching = !on_target && !matches!(target, Target::Internal(_));
-        let path = inner.layout.search_path(&target.first_schema(self));
+        // Built only for a message that needs it: a hit allocates nothing.
+        let path = || inner.layout.search_path(&target.first_schema(self));
 
         let mut sql = String::new();
         let mut push = |part: &str| {
@@ -204,19 +205,19 @@ impl TenantPool {
                     push("DISCARD SEQUENCES");
                 }
                 if switching {
-                    push(&format!("SET search_path TO {path}"));
+                    push(&format!("SET search_path TO {}", path()));
                 }
                 if let Purpose::Transaction { begin } = purpose {
                     push(begin);
                     if matches!(target, Target::Internal(_)) {
-                        push(&format!("SET LOCAL search_path TO {path}"));
+                        push(&format!("SET LOCAL search_path TO {}", path()));
                     }
                 }
             }
             (true, Purpose::Transaction { begin }) => {
                 push(begin);
                 push("DISCARD SEQUENCES");
-                push(&format!("SET LOCAL search_path TO {path}"));
+                push(&format!("SET LOCAL search_path TO {}", path()));
             }
             // Refused by the callers.
             (true, Purpose::Session) => return Err(PrepareError::Other(DieselError::NotInTransaction)),
