@@ -1,0 +1,243 @@
+//! What the session guard's server-side work costs, against plain diesel in
+//! the same run.
+//!
+//! ```text
+//! cargo bench -p tenancy-tests --bench guard              # 9 rounds of 2,000 operations
+//! cargo bench -p tenancy-tests --bench guard -- --quick   # 3 rounds of 300 (seconds)
+//! ```
+//!
+//! Every variant runs on one connection (a pool of one, or one plain
+//! connection), same tenant, alternating in short rounds so that drift hits
+//! all alike; each line is the median of the rounds, in µs per operation, and
+//! its ratio to the plain-diesel line it is paired with.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Instant;
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
+use tenancy_core::{PoolerMode, SchemaName, TenancyError, TenantPool};
+
+diesel::table! {
+    items (id) {
+        id -> BigInt,
+        body -> Text,
+    }
+}
+
+fn lookup(conn: &mut PgConnection) -> String {
+    items::table.filter(items::id.eq(1)).select(items::body).first(conn).unwrap()
+}
+
+/// One measured variant: an operation run `ops` times per round.
+struct Variant<'a> {
+    name: &'static str,
+    paired_with: &'static str,
+    op: Box<dyn FnMut() + 'a>,
+    rounds: Vec<f64>,
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (rounds, ops) = if quick { (3, 300) } else { (9, 2_000) };
+    let server = tenancy_devdb::shared().expect("a PostgreSQL for the benchmark");
+    let db = server.create_database(&format!("tenancy_bench_guard_{}", std::process::id())).unwrap();
+    let url = db.url().to_owned();
+
+    let tenant = SchemaName::new("guarded").unwrap();
+    let other = SchemaName::new("neighbour").unwrap();
+    let mut setup = PgConnection::establish(&url).unwrap();
+    for schema in [&tenant, &other] {
+        setup
+            .batch_execute(&format!(
+                "CREATE SCHEMA {q}; CREATE TABLE {q}.items (id bigint PRIMARY KEY, body text NOT NULL); \
+                 INSERT INTO {q}.items VALUES (1, 'one'); \
+                 CREATE FUNCTION {q}.touch() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+                q = schema.quoted()
+            ))
+            .unwrap();
+    }
+    tenancy_tests::register(&url, &[tenant.clone(), other.clone()]);
+    let pool = TenantPool::builder().max_size(1).build(&url).unwrap();
+    let always = TenantPool::builder().max_size(1).always_restore(true).build(&url).unwrap();
+    let unproven =
+        TenantPool::builder().max_size(1).tenant_cache_ttl(std::time::Duration::ZERO).build(&url).unwrap();
+    let pooler = TenantPool::builder().max_size(1).pooler_mode(PoolerMode::Transaction).build(&url).unwrap();
+    let plain = std::cell::RefCell::new(PgConnection::establish(&url).unwrap());
+    plain.borrow_mut().batch_execute(&format!("SET search_path TO {}", tenant.quoted())).unwrap();
+    let plain_local = std::cell::RefCell::new(PgConnection::establish(&url).unwrap());
+    let path = pool.search_path_for(&tenant);
+    let flip = std::cell::Cell::new(false);
+
+    let mut variants: Vec<Variant<'_>> = vec![
+        Variant {
+            name: "plain diesel: point lookup",
+            paired_with: "",
+            op: Box::new(|| drop(lookup(&mut plain.borrow_mut()))),
+            rounds: Vec::new(),
+        },
+        Variant {
+            name: "tenant(): point lookup",
+            paired_with: "plain diesel: point lookup",
+            op: Box::new(|| drop(lookup(&mut pool.tenant(&tenant).unwrap()))),
+            rounds: Vec::new(),
+        },
+        Variant {
+            name: "tenant(), always_restore: point lookup (restored every checkout)",
+            paired_with: "plain diesel: point lookup",
+            op: Box::new(|| drop(lookup(&mut always.tenant(&tenant).unwrap()))),
+            rounds: Vec::new(),
+        },
+        Variant {
+            name: "plain diesel: SET work_mem + point lookup",
+            paired_with: "",
+            op: Box::new(|| {
+                let mut c = plain.borrow_mut();
+                c.batch_execute("SET work_mem = '8MB'").unwrap();
+                drop(lookup(&mut c));
+            }),
+            rounds: Vec::new(),
+        },
+        Variant {
+            name: "tenant(): SET work_mem + point lookup (restored at check-in)",
+            paired_with: "plain diesel: SET work_mem + point lookup",
+            op: Box::new(|| {
+                let mut c = pool.tenant(&tenant).unwrap();
+                c.batch_execute("SET work_mem = '8MB'").unwrap();
+                drop(lookup(&mut c));
+            }),
+            rounds: Vec::new(),
+        },
+        Variant {
+            name: "plain diesel: own function + point lookup",
+            paired_with: "",
+            op: Box::new(|| {
+                let mut c = plain.borrow_mut();
+                diesel::select(diesel::dsl::sql::<BigInt>("touch()::bigint")).get_result::<i64>(&mut *c).unwrap();
+                drop(lookup(&mut c));
+            }),
+            rounds: Vec::new(),
+        },
+        Variant {
+            name: "tenant(): own function + point lookup (opaque: restored at check-in)",
+            paired_with: "plain diesel: own function + point lookup",
+            op: Box::new(|| {
+                let mut c = pool.tenant(&tenant).unwrap();
+                diesel::select(diesel::dsl::sql::<BigInt>("touch()::bigint")).get_result::<i64>(&mut *c).unwrap();
+                drop(lookup(&mut c));
+            }),
+            rounds: Vec::new(),
+        },
+        Variant {
+            name: "plain diesel: SET search_path (alternating) + point lookup",
+            paired_with: "",
+            op: Box::new(|| {
+                let mut c = plain_local.borrow_mut();
+                let to = if flip.replace(!flip.get()) { &tenant } else { &other };
+                c.batch_execute(&format!("SET search_path TO {}", to.quoted())).unwrap();
+                drop(lookup(&mut c));
+            }),
+            rounds: Vec::new(),
+        },
+        Variant {
+            name: "tenant(), alternating tenants: switch proven recently",
+            paired_with: "plain diesel: SET search_path (alternating) + point lookup",
+            op: Box::new(|| {
+                let to = if flip.replace(!flip.get()) { &tenant } else { &other };
+                drop(lookup(&mut pool.tenant(to).unwrap()));
+            }),
+            rounds: Vec::new(),
+        },
+        Variant {
+            name: "tenant(), alternating tenants: switch with its proof (tenant_cache_ttl = 0)",
+            paired_with: "plain diesel: SET search_path (alternating) + point lookup",
+            op: Box::new(|| {
+                let to = if flip.replace(!flip.get()) { &tenant } else { &other };
+                drop(lookup(&mut unproven.tenant(to).unwrap()));
+            }),
+            rounds: Vec::new(),
+        },
+        Variant {
+            name: "plain diesel: transaction with SET LOCAL + point lookup",
+            paired_with: "",
+            op: Box::new(|| {
+                let mut c = plain_local.borrow_mut();
+                c.transaction::<_, diesel::result::Error, _>(|c| {
+                    c.batch_execute(&format!("SET LOCAL search_path TO {path}"))?;
+                    drop(lookup(c));
+                    Ok(())
+                })
+                .unwrap();
+            }),
+            rounds: Vec::new(),
+        },
+        Variant {
+            name: "transaction(), transaction pooler mode (COMMIT carries the check)",
+            paired_with: "plain diesel: transaction with SET LOCAL + point lookup",
+            op: Box::new(|| {
+                pooler.transaction(&tenant, |c| Ok::<_, TenancyError>(drop(lookup(c)))).unwrap();
+            }),
+            rounds: Vec::new(),
+        },
+        Variant {
+            name: "plain diesel: transaction + point lookup",
+            paired_with: "",
+            op: Box::new(|| {
+                plain
+                    .borrow_mut()
+                    .transaction::<_, diesel::result::Error, _>(|c| {
+                        drop(lookup(c));
+                        Ok(())
+                    })
+                    .unwrap();
+            }),
+            rounds: Vec::new(),
+        },
+        Variant {
+            name: "transaction(), session mode, same tenant",
+            paired_with: "plain diesel: transaction + point lookup",
+            op: Box::new(|| pool.transaction(&tenant, |c| Ok::<_, TenancyError>(drop(lookup(c)))).unwrap()),
+            rounds: Vec::new(),
+        },
+    ];
+
+    // Warm every path (connections, statement caches, catalog caches).
+    for v in &mut variants {
+        for _ in 0..50 {
+            (v.op)();
+        }
+    }
+    for _ in 0..rounds {
+        for v in &mut variants {
+            let start = Instant::now();
+            for _ in 0..ops {
+                (v.op)();
+            }
+            v.rounds.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(ops));
+        }
+    }
+    let median = |v: &Variant<'_>| {
+        let mut r = v.rounds.clone();
+        r.sort_by(f64::total_cmp);
+        r[r.len() / 2]
+    };
+    println!("guard benchmark ({}): {rounds} rounds of {ops} operations per variant, one connection", if quick { "quick" } else { "full" });
+    println!();
+    println!("| variant | µs/op | vs plain diesel doing the same | extra µs |");
+    println!("|---|---:|---:|---:|");
+    let medians: Vec<(&str, f64)> = variants.iter().map(|v| (v.name, median(v))).collect();
+    for v in &variants {
+        let ours = median(v);
+        match medians.iter().find(|(name, _)| *name == v.paired_with) {
+            Some((_, base)) => {
+                println!("| {} | {ours:.1} | {:.3}× | {:+.1} |", v.name, base / ours, ours - base);
+            }
+            None => println!("| {} | {ours:.1} | 1.000× | |", v.name),
+        }
+    }
+    drop(variants);
+    drop((pool, always, unproven, pooler));
+    drop(db);
+}
