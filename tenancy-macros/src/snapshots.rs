@@ -1,8 +1,7 @@
-//! What annotated functions become, pretty-printed and compared with the
-//! files in `snapshots/`. Run with `SNAPSHOTS=overwrite` to rewrite them
-//! after an intended change, then read the diff.
-
-use std::path::PathBuf;
+//! What annotated functions become, pretty-printed and compared with
+//! insta snapshots in `src/snapshots/`. After an intended change, run
+//! `INSTA_UPDATE=always cargo test -p tenancy-macros` (or `cargo insta
+//! review`) and read the diff.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -42,112 +41,86 @@ fn free(tokens: TokenStream) -> TokenStream {
     tokens
 }
 
-fn check(name: &str, actual: &str) {
-    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "snapshots", &format!("{name}.rs")].iter().collect();
-    if std::env::var_os("SNAPSHOTS").is_some_and(|v| v == "overwrite") {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run with SNAPSHOTS=overwrite to create it", path.display()));
-    assert!(
-        expected == actual,
-        "{} differs from the expansion (run with SNAPSHOTS=overwrite to accept it):\n{actual}",
-        path.display()
-    );
-}
-
 #[test]
 fn method_checks_out_a_connection_through_self() {
-    check(
-        "method",
-        &expansion(
-            quote! {
-                /// Creates an agent.
-                #[must_use = "the agent may not have been created"]
-                #[tenant_scoped]
-                pub fn create(&self, new: &NewAgent) -> Result<Agent, DalError> {
-                    Ok(diesel::insert_into(agents::table).values(new).get_result(conn)?)
-                }
-            },
-            in_impl,
-        ),
+    let expanded = expansion(
+        quote! {
+            /// Creates an agent.
+            #[must_use = "the agent may not have been created"]
+            #[tenant_scoped]
+            pub fn create(&self, new: &NewAgent) -> Result<Agent, DalError> {
+                Ok(diesel::insert_into(agents::table).values(new).get_result(conn)?)
+            }
+        },
+        in_impl,
     );
+    insta::assert_snapshot!("method", expanded);
 }
 
 #[test]
 fn transaction_runs_the_body_in_a_tenant_transaction() {
-    check(
-        "transaction",
-        &expansion(
-            quote! {
-                #[tenant_scoped(transaction)]
-                pub fn move_all<'a>(&'a self, from: i64, to: impl Into<i64>) -> Result<impl Iterator<Item = &'a str>, DalError>
-                where
-                    Self: Sized,
-                {
-                    #![allow(clippy::needless_question_mark)]
-                    let moved = diesel::update(agents::table.filter(agents::team.eq(from)))
-                        .set(agents::team.eq(to.into()))
-                        .execute(conn)?;
-                    if moved == 0 {
-                        return Err(DalError::NothingToMove);
-                    }
-                    Ok(std::iter::empty())
+    let expanded = expansion(
+        quote! {
+            #[tenant_scoped(transaction)]
+            pub fn move_all<'a>(&'a self, from: i64, to: impl Into<i64>) -> Result<impl Iterator<Item = &'a str>, DalError>
+            where
+                Self: Sized,
+            {
+                #![allow(clippy::needless_question_mark)]
+                let moved = diesel::update(agents::table.filter(agents::team.eq(from)))
+                    .set(agents::team.eq(to.into()))
+                    .execute(conn)?;
+                if moved == 0 {
+                    return Err(DalError::NothingToMove);
                 }
-            },
-            in_impl,
-        ),
+                Ok(std::iter::empty())
+            }
+        },
+        in_impl,
     );
+    insta::assert_snapshot!("transaction", expanded);
 }
 
 #[test]
 fn free_function_takes_its_context_and_connection_names() {
-    check(
-        "free_function",
-        &expansion(
-            quote! {
-                #[tenant_scoped(ctx = tenant, conn = c)]
-                pub fn count<C: TenantContext + ?Sized>(tenant: &C) -> Result<i64, TenancyError> {
-                    Ok(agents::table.count().get_result(c)?)
-                }
-            },
-            free,
-        ),
+    let expanded = expansion(
+        quote! {
+            #[tenant_scoped(ctx = tenant, conn = c)]
+            pub fn count<C: TenantContext + ?Sized>(tenant: &C) -> Result<i64, TenancyError> {
+                Ok(agents::table.count().get_result(c)?)
+            }
+        },
+        free,
     );
+    insta::assert_snapshot!("free_function", expanded);
 }
 
 #[test]
 fn trait_default_method_is_scoped_like_any_method() {
-    check(
-        "trait_default_method",
-        &expansion(
-            quote! {
-                #[tenant_scoped]
-                fn names(&self) -> QueryResultOf<Vec<String>> {
-                    agents::table.select(agents::name).load(conn).map_err(Into::into)
-                }
-            },
-            in_trait,
-        ),
+    let expanded = expansion(
+        quote! {
+            #[tenant_scoped]
+            fn names(&self) -> QueryResultOf<Vec<String>> {
+                agents::table.select(agents::name).load(conn).map_err(Into::into)
+            }
+        },
+        in_trait,
     );
+    insta::assert_snapshot!("trait_default_method", expanded);
 }
 
 #[test]
 fn misuse_keeps_the_function_and_reports_every_error() {
-    check(
-        "misuse",
-        &expansion(
-            quote! {
-                #[tenant_scoped(transation, conn = tenant)]
-                pub async fn count(tenant: &Tenant) -> i64 {
-                    agents::table.count().get_result(conn).unwrap_or(0)
-                }
-            },
-            free,
-        ),
+    let expanded = expansion(
+        quote! {
+            #[tenant_scoped(transation, conn = tenant)]
+            pub async fn count(tenant: &Tenant) -> i64 {
+                agents::table.count().get_result(conn).unwrap_or(0)
+            }
+        },
+        free,
     );
+    insta::assert_snapshot!("misuse", expanded);
 }
 
 #[test]
