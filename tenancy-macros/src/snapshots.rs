@@ -41,9 +41,15 @@ fn free(tokens: TokenStream) -> TokenStream {
     tokens
 }
 
+/// Compares the expansion of `written` (see [`expansion`]) with the snapshot `name`.
+fn check(name: &str, written: TokenStream, wrap: fn(TokenStream) -> TokenStream) {
+    insta::assert_snapshot!(name, expansion(written, wrap));
+}
+
 #[test]
 fn method_checks_out_a_connection_through_self() {
-    let expanded = expansion(
+    check(
+        "method",
         quote! {
             /// Creates an agent.
             #[must_use = "the agent may not have been created"]
@@ -54,12 +60,12 @@ fn method_checks_out_a_connection_through_self() {
         },
         in_impl,
     );
-    insta::assert_snapshot!("method", expanded);
 }
 
 #[test]
 fn transaction_runs_the_body_in_a_tenant_transaction() {
-    let expanded = expansion(
+    check(
+        "transaction",
         quote! {
             #[tenant_scoped(transaction)]
             pub fn move_all<'a>(&'a self, from: i64, to: impl Into<i64>) -> Result<impl Iterator<Item = &'a str>, DalError>
@@ -78,12 +84,12 @@ fn transaction_runs_the_body_in_a_tenant_transaction() {
         },
         in_impl,
     );
-    insta::assert_snapshot!("transaction", expanded);
 }
 
 #[test]
 fn free_function_takes_its_context_and_connection_names() {
-    let expanded = expansion(
+    check(
+        "free_function",
         quote! {
             #[tenant_scoped(ctx = tenant, conn = c)]
             pub fn count<C: TenantContext + ?Sized>(tenant: &C) -> Result<i64, TenancyError> {
@@ -92,12 +98,12 @@ fn free_function_takes_its_context_and_connection_names() {
         },
         free,
     );
-    insta::assert_snapshot!("free_function", expanded);
 }
 
 #[test]
 fn trait_default_method_is_scoped_like_any_method() {
-    let expanded = expansion(
+    check(
+        "trait_default_method",
         quote! {
             #[tenant_scoped]
             fn names(&self) -> QueryResultOf<Vec<String>> {
@@ -106,12 +112,12 @@ fn trait_default_method_is_scoped_like_any_method() {
         },
         in_trait,
     );
-    insta::assert_snapshot!("trait_default_method", expanded);
 }
 
 #[test]
 fn misuse_keeps_the_function_and_reports_every_error() {
-    let expanded = expansion(
+    check(
+        "misuse",
         quote! {
             #[tenant_scoped(transation, conn = tenant)]
             pub async fn count(tenant: &Tenant) -> i64 {
@@ -120,7 +126,6 @@ fn misuse_keeps_the_function_and_reports_every_error() {
         },
         free,
     );
-    insta::assert_snapshot!("misuse", expanded);
 }
 
 #[test]

@@ -43,6 +43,8 @@ type PlainPool = Pool<ConnectionManager<PgConnection>>;
 type Op<'a> = Box<dyn FnMut() -> Result<(), BoxError> + 'a>;
 /// Builds the request loop of thread `t`.
 type MakeOp<'a> = Box<dyn Fn(usize) -> Op<'a> + Sync + 'a>;
+/// A group of scenarios (a method of `Bench`), reporting its tables.
+type Group<B> = fn(&B) -> Result<String, BoxError>;
 
 /// The pool size of every pool in the benchmark.
 const POOL_SIZE: u32 = 8;
@@ -101,28 +103,20 @@ fn main() -> Result<(), BoxError> {
     println!("setup: {} tenant schemas in {:.1} s\n", tenants.len(), started.elapsed().as_secs_f64());
 
     let bench = Bench { settings: &settings, url: &url, tenants: &tenants };
-    let run = |group: &str| settings.only.as_deref().is_none_or(|only| only == group);
+    let groups: [(&str, Group<_>); 7] = [
+        ("point", Bench::point_lookups),
+        ("switch", Bench::switch_statements),
+        ("transaction", Bench::transactions),
+        ("dal", Bench::dal),
+        ("concurrency", Bench::concurrency),
+        ("cpu", Bench::client_cpu),
+        ("zipf", Bench::zipf),
+    ];
     let mut report = String::new();
-    if run("point") {
-        report += &bench.point_lookups()?;
-    }
-    if run("switch") {
-        report += &bench.switch_statements()?;
-    }
-    if run("transaction") {
-        report += &bench.transactions()?;
-    }
-    if run("dal") {
-        report += &bench.dal()?;
-    }
-    if run("concurrency") {
-        report += &bench.concurrency()?;
-    }
-    if run("cpu") {
-        report += &bench.client_cpu()?;
-    }
-    if run("zipf") {
-        report += &bench.zipf()?;
+    for (name, group) in groups {
+        if settings.only.as_deref().is_none_or(|only| only == name) {
+            report += &group(&bench)?;
+        }
     }
     println!("{report}");
     println!("total: {:.1} s", started.elapsed().as_secs_f64());
