@@ -31,7 +31,10 @@ impl Instrumentation for StatementLog {
 /// Counts the statements connections send, without formatting them (cheap
 /// enough for benchmarks); clones share one count.
 #[derive(Clone, Default)]
-pub struct StatementCount(pub Arc<AtomicU64>);
+pub struct StatementCount(
+    /// Statements sent so far.
+    pub Arc<AtomicU64>,
+);
 
 impl Instrumentation for StatementCount {
     fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {

@@ -4,7 +4,8 @@
 //! connection that bypasses the library (for checking what really landed
 //! where), and probes of what the server says about a session.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![warn(missing_docs)]
 
 pub mod instrumentation;
 pub mod probe;

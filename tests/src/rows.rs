@@ -12,8 +12,11 @@ pub const ITEMS_DDL: &str =
 diesel::table! {
     /// `ITEMS_DDL` as a diesel table.
     items (id) {
+        /// Insertion order.
         id -> BigInt,
+        /// The tenant that wrote the row.
         tenant -> Text,
+        /// What it wrote.
         body -> Text,
     }
 }
@@ -21,8 +24,10 @@ diesel::table! {
 /// A row of a tenant's `items`, read around the library.
 #[derive(QueryableByName, Debug)]
 pub struct Row {
+    /// The tenant that wrote it.
     #[diesel(sql_type = Text)]
     pub tenant: String,
+    /// What it wrote.
     #[diesel(sql_type = Text)]
     pub body: String,
 }

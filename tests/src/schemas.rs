@@ -24,6 +24,7 @@ pub fn unique_schema(prefix: &str) -> SchemaName {
 /// database they were created in, when it ends.
 pub struct Schemas {
     url: String,
+    /// The schemas, in creation order.
     pub names: Vec<SchemaName>,
 }
 
@@ -49,6 +50,7 @@ impl Schemas {
         Self { url: url.to_owned(), names }
     }
 
+    /// The first schema (for tests that need one).
     pub fn first(&self) -> &SchemaName {
         &self.names[0]
     }
