@@ -25,11 +25,16 @@ fi
 echo "==> format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The `serde` feature is off in the workspace build: lint it on its own.
+cargo clippy -p tenancy-core --all-targets --all-features --quiet -- -D warnings
 
 echo "==> tests"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --quiet 2>&1 | tee "$log"
+# tenancy-core again with the `serde` feature (off in the workspace build):
+# its unit and doc tests, and the serde tests that only exist with it.
+cargo test -p tenancy-core --features serde --quiet 2>&1 | tee -a "$log"
 
 echo "==> examples (each checks what it shows, and fails if a tenant sees another's data)"
 cargo run --quiet --example quickstart

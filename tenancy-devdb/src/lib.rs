@@ -111,9 +111,17 @@ impl DevDatabase {
 
     /// Creates a fresh database named `name` (dropping any leftover of that
     /// name first) and returns a guard that drops it again.
+    ///
+    /// `name` is 1 to 63 characters of `[a-z0-9_]`: PostgreSQL would
+    /// truncate a longer one, and two long names could meet.
     pub fn create_database(&self, name: &str) -> Result<TempDatabase, DevDbError> {
-        if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
-            return Err(DevDbError::Database(format!("database name {name:?} must be [a-z0-9_]")));
+        if name.is_empty()
+            || name.len() > MAX_DATABASE_NAME_LEN
+            || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(DevDbError::Database(format!(
+                "database name {name:?} must be 1 to {MAX_DATABASE_NAME_LEN} characters of [a-z0-9_]"
+            )));
         }
         let mut conn = PgConnection::establish(&self.url).map_err(|e| DevDbError::Database(e.to_string()))?;
         // Two messages: DROP DATABASE refuses to run inside the implicit
@@ -127,7 +135,24 @@ impl DevDatabase {
             name: name.to_owned(),
         })
     }
+
+    /// Creates a fresh database named `{prefix}_{pid}_{n}`, unique to this
+    /// process (`n` counts up), like [`create_database`](Self::create_database).
+    ///
+    /// For a test or a benchmark that needs a database of its own: one that
+    /// works on every schema of a database, or cuts its sessions.
+    pub fn create_unique_database(&self, prefix: &str) -> Result<TempDatabase, DevDbError> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        self.create_database(&format!(
+            "{prefix}_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
 }
+
+/// The longest name PostgreSQL keeps as written (`NAMEDATALEN - 1`).
+const MAX_DATABASE_NAME_LEN: usize = 63;
 
 /// The process-wide development database, found or started on first use.
 ///
@@ -141,7 +166,9 @@ pub fn shared() -> Result<&'static DevDatabase, DevDbError> {
     }
 }
 
-/// A database that is dropped (with `FORCE`) when this guard is.
+/// A database that is dropped (with `FORCE`) when this guard is; made by
+/// [`DevDatabase::create_database`] and
+/// [`DevDatabase::create_unique_database`].
 #[derive(Debug)]
 pub struct TempDatabase {
     admin_url: String,
@@ -158,6 +185,11 @@ impl TempDatabase {
     /// Its name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// A new connection to it, outside any pool.
+    pub fn connect(&self) -> Result<PgConnection, DevDbError> {
+        PgConnection::establish(&self.url).map_err(|e| DevDbError::Database(e.to_string()))
     }
 }
 
@@ -454,6 +486,18 @@ fn postgres_user() -> Result<(u32, u32), DevDbError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_names_postgresql_would_change_are_refused() {
+        let db = DevDatabase {
+            url: String::from("postgres://u@h:1/db"),
+            origin: Origin::Environment,
+            cluster: None,
+        };
+        for name in ["", "Upper", "a-b", "x\"y", &"x".repeat(64)] {
+            assert!(matches!(db.create_database(name), Err(DevDbError::Database(_))), "{name:?}");
+        }
+    }
 
     #[test]
     fn replaces_database_in_urls() {

@@ -1,8 +1,7 @@
-//! What annotated functions become, pretty-printed and compared with the
-//! files in `snapshots/`. Run with `SNAPSHOTS=overwrite` to rewrite them
-//! after an intended change, then read the diff.
-
-use std::path::PathBuf;
+//! What annotated functions become, pretty-printed and compared with
+//! insta snapshots in `src/snapshots/`. After an intended change, run
+//! `INSTA_UPDATE=always cargo test -p tenancy-macros` (or `cargo insta
+//! review`) and read the diff.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -42,37 +41,24 @@ fn free(tokens: TokenStream) -> TokenStream {
     tokens
 }
 
-fn check(name: &str, actual: &str) {
-    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "snapshots", &format!("{name}.rs")].iter().collect();
-    if std::env::var_os("SNAPSHOTS").is_some_and(|v| v == "overwrite") {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run with SNAPSHOTS=overwrite to create it", path.display()));
-    assert!(
-        expected == actual,
-        "{} differs from the expansion (run with SNAPSHOTS=overwrite to accept it):\n{actual}",
-        path.display()
-    );
+/// Compares the expansion of `written` (see [`expansion`]) with the snapshot `name`.
+fn check(name: &str, written: TokenStream, wrap: fn(TokenStream) -> TokenStream) {
+    insta::assert_snapshot!(name, expansion(written, wrap));
 }
 
 #[test]
 fn method_checks_out_a_connection_through_self() {
     check(
         "method",
-        &expansion(
-            quote! {
-                /// Creates an agent.
-                #[must_use = "the agent may not have been created"]
-                #[tenant_scoped]
-                pub fn create(&self, new: &NewAgent) -> Result<Agent, DalError> {
-                    Ok(diesel::insert_into(agents::table).values(new).get_result(conn)?)
-                }
-            },
-            in_impl,
-        ),
+        quote! {
+            /// Creates an agent.
+            #[must_use = "the agent may not have been created"]
+            #[tenant_scoped]
+            pub fn create(&self, new: &NewAgent) -> Result<Agent, DalError> {
+                Ok(diesel::insert_into(agents::table).values(new).get_result(conn)?)
+            }
+        },
+        in_impl,
     );
 }
 
@@ -80,25 +66,23 @@ fn method_checks_out_a_connection_through_self() {
 fn transaction_runs_the_body_in_a_tenant_transaction() {
     check(
         "transaction",
-        &expansion(
-            quote! {
-                #[tenant_scoped(transaction)]
-                pub fn move_all<'a>(&'a self, from: i64, to: impl Into<i64>) -> Result<impl Iterator<Item = &'a str>, DalError>
-                where
-                    Self: Sized,
-                {
-                    #![allow(clippy::needless_question_mark)]
-                    let moved = diesel::update(agents::table.filter(agents::team.eq(from)))
-                        .set(agents::team.eq(to.into()))
-                        .execute(conn)?;
-                    if moved == 0 {
-                        return Err(DalError::NothingToMove);
-                    }
-                    Ok(std::iter::empty())
+        quote! {
+            #[tenant_scoped(transaction)]
+            pub fn move_all<'a>(&'a self, from: i64, to: impl Into<i64>) -> Result<impl Iterator<Item = &'a str>, DalError>
+            where
+                Self: Sized,
+            {
+                #![allow(clippy::needless_question_mark)]
+                let moved = diesel::update(agents::table.filter(agents::team.eq(from)))
+                    .set(agents::team.eq(to.into()))
+                    .execute(conn)?;
+                if moved == 0 {
+                    return Err(DalError::NothingToMove);
                 }
-            },
-            in_impl,
-        ),
+                Ok(std::iter::empty())
+            }
+        },
+        in_impl,
     );
 }
 
@@ -106,15 +90,13 @@ fn transaction_runs_the_body_in_a_tenant_transaction() {
 fn free_function_takes_its_context_and_connection_names() {
     check(
         "free_function",
-        &expansion(
-            quote! {
-                #[tenant_scoped(ctx = tenant, conn = c)]
-                pub fn count<C: TenantContext + ?Sized>(tenant: &C) -> Result<i64, TenancyError> {
-                    Ok(agents::table.count().get_result(c)?)
-                }
-            },
-            free,
-        ),
+        quote! {
+            #[tenant_scoped(ctx = tenant, conn = c)]
+            pub fn count<C: TenantContext + ?Sized>(tenant: &C) -> Result<i64, TenancyError> {
+                Ok(agents::table.count().get_result(c)?)
+            }
+        },
+        free,
     );
 }
 
@@ -122,15 +104,13 @@ fn free_function_takes_its_context_and_connection_names() {
 fn trait_default_method_is_scoped_like_any_method() {
     check(
         "trait_default_method",
-        &expansion(
-            quote! {
-                #[tenant_scoped]
-                fn names(&self) -> QueryResultOf<Vec<String>> {
-                    agents::table.select(agents::name).load(conn).map_err(Into::into)
-                }
-            },
-            in_trait,
-        ),
+        quote! {
+            #[tenant_scoped]
+            fn names(&self) -> QueryResultOf<Vec<String>> {
+                agents::table.select(agents::name).load(conn).map_err(Into::into)
+            }
+        },
+        in_trait,
     );
 }
 
@@ -138,15 +118,13 @@ fn trait_default_method_is_scoped_like_any_method() {
 fn misuse_keeps_the_function_and_reports_every_error() {
     check(
         "misuse",
-        &expansion(
-            quote! {
-                #[tenant_scoped(transation, conn = tenant)]
-                pub async fn count(tenant: &Tenant) -> i64 {
-                    agents::table.count().get_result(conn).unwrap_or(0)
-                }
-            },
-            free,
-        ),
+        quote! {
+            #[tenant_scoped(transation, conn = tenant)]
+            pub async fn count(tenant: &Tenant) -> i64 {
+                agents::table.count().get_result(conn).unwrap_or(0)
+            }
+        },
+        free,
     );
 }
 

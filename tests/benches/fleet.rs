@@ -17,13 +17,15 @@
 //! Each part runs in a database of its own, dropped at the end.
 
 use std::error::Error;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use tenancy_core::{migrate_all, provision, MigrateOptions, SchemaName, TenantPool};
+use tenancy_devdb::TempDatabase;
+use tenancy_tests::stats::median;
 
 type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 
@@ -63,42 +65,17 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// A database of its own, dropped at the end.
-struct TempDb {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl TempDb {
-    fn create(tag: &str) -> Result<Self> {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let admin_url = tenancy_devdb::shared()?.url().to_owned();
-        let name = format!("bench_{tag}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-        let mut admin = PgConnection::establish(&admin_url)?;
-        // One statement per message: DROP/CREATE DATABASE refuse to run in a transaction block.
-        admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))?;
-        admin.batch_execute(&format!("CREATE DATABASE \"{name}\""))?;
-        let url = tenancy_devdb::replace_database(&admin_url, &name);
-        Ok(Self { admin_url, name, url })
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        if let Ok(mut admin) = PgConnection::establish(&self.admin_url) {
-            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name));
-        }
-    }
+/// A database of its own (`bench_{part}_{pid}_{n}`), dropped at the end.
+fn temp_database(part: &str) -> Result<TempDatabase> {
+    Ok(tenancy_devdb::shared()?.create_unique_database(&format!("bench_{part}"))?)
 }
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v.get(v.len() / 2).copied().unwrap_or_default()
+fn median_duration(v: &[Duration]) -> Duration {
+    Duration::from_secs_f64(median(v.iter().map(Duration::as_secs_f64).collect()))
 }
 
 fn name(prefix: &str, i: usize) -> Result<SchemaName> {
@@ -106,9 +83,9 @@ fn name(prefix: &str, i: usize) -> Result<SchemaName> {
 }
 
 fn bench_provisioning(n: usize) -> Result<()> {
-    let db = TempDb::create("provision")?;
-    let pool = TenantPool::builder().max_size(1).build(&db.url)?;
-    let mut plain = PgConnection::establish(&db.url)?;
+    let db = temp_database("provision")?;
+    let pool = TenantPool::builder().max_size(1).build(db.url())?;
+    let mut plain = db.connect()?;
     let floor = |plain: &mut PgConnection, schema: &SchemaName| -> Result<()> {
         let q = schema.quoted();
         plain.batch_execute(&format!(
@@ -135,11 +112,9 @@ fn bench_provisioning(n: usize) -> Result<()> {
     let (floor_mean, ours_mean) = (mean(&floors), mean(&ours));
     // The ratio within each interleaved pair, then its median: robust to
     // other load on the machine, which hits a pair's two halves alike.
-    let mut pair_ratios: Vec<f64> =
-        floors.iter().zip(&ours).map(|(f, o)| o.as_secs_f64() / f.as_secs_f64()).collect();
-    pair_ratios.sort_by(f64::total_cmp);
-    let pair_median = pair_ratios.get(pair_ratios.len() / 2).copied().unwrap_or(f64::NAN);
-    let (floor_median, ours_median) = (median(floors), median(ours));
+    let pair_median =
+        median(floors.iter().zip(&ours).map(|(f, o)| o.as_secs_f64() / f.as_secs_f64()).collect());
+    let (floor_median, ours_median) = (median_duration(&floors), median_duration(&ours));
     println!(
         "provision, 10-table tenant, {n} tenants: plain DDL floor {:.2} ms/tenant (median {:.2}), provision {:.2} ms/tenant (median {:.2}); ratio of means {:.2}x, of medians {:.2}x, median of paired ratios {:.2}x",
         ms(floor_mean),
@@ -198,14 +173,14 @@ fn plain_diesel_loop(
 }
 
 fn bench_noop(n: usize, runs: usize) -> Result<()> {
-    let db = TempDb::create("noop")?;
-    let built = build_fleet(&db.url, n)?;
+    let db = temp_database("noop")?;
+    let built = build_fleet(db.url(), n)?;
     println!(
         "  (set-up: {n} tenants provisioned in {:.1} s, {:.2} ms/tenant with 4 threads)",
         built.as_secs_f64(),
         ms(built) / n as f64
     );
-    let pool = TenantPool::builder().max_size(4).build(&db.url)?;
+    let pool = TenantPool::builder().max_size(4).build(db.url())?;
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
         let start = Instant::now();
@@ -216,14 +191,14 @@ fn bench_noop(n: usize, runs: usize) -> Result<()> {
         }
     }
     let best = times.iter().min().copied().unwrap_or_default();
-    let ours = median(times);
+    let ours = median_duration(&times);
     let start = Instant::now();
     let verified = migrate_all(&pool, FLEET_V1, MigrateOptions::new().jobs(4).verify_schemas(true))?;
     let verify = start.elapsed();
     if verified.visited != n || verified.counts.already_current != n {
         return Err(format!("unexpected verify report: {:?}", verified.counts).into());
     }
-    let (plain, applied) = plain_diesel_loop(&db.url, n, || FLEET_V1)?;
+    let (plain, applied) = plain_diesel_loop(db.url(), n, || FLEET_V1)?;
     if applied != 0 {
         return Err("the plain diesel loop found pending migrations".into());
     }
@@ -242,9 +217,9 @@ fn bench_apply(n: usize) -> Result<()> {
     let mut line = format!("migrate_all, add one column, {n} tenants:");
     let mut jobs1 = Duration::ZERO;
     for jobs in [1, 4] {
-        let db = TempDb::create("apply")?;
-        build_fleet(&db.url, n)?;
-        let pool = TenantPool::builder().max_size(4).build(&db.url)?;
+        let db = temp_database("apply")?;
+        build_fleet(db.url(), n)?;
+        let pool = TenantPool::builder().max_size(4).build(db.url())?;
         let start = Instant::now();
         let report = migrate_all(&pool, FLEET_V2, MigrateOptions::new().jobs(jobs))?;
         let took = start.elapsed();
@@ -261,9 +236,9 @@ fn bench_apply(n: usize) -> Result<()> {
             jobs1.as_secs_f64() / took.as_secs_f64()
         ));
     }
-    let db = TempDb::create("apply_plain")?;
-    build_fleet(&db.url, n)?;
-    let (plain, applied) = plain_diesel_loop(&db.url, n, || FLEET_V2)?;
+    let db = temp_database("apply_plain")?;
+    build_fleet(db.url(), n)?;
+    let (plain, applied) = plain_diesel_loop(db.url(), n, || FLEET_V2)?;
     if applied != n {
         return Err(format!("the plain diesel loop applied {applied} migrations, expected {n}").into());
     }

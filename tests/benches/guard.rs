@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::BigInt;
 use tenancy_core::{PoolerMode, SchemaName, TenancyError, TenantPool};
 
 diesel::table! {
@@ -115,7 +115,9 @@ fn main() {
             paired_with: "",
             op: Box::new(|| {
                 let mut c = plain.borrow_mut();
-                diesel::select(diesel::dsl::sql::<BigInt>("touch()::bigint")).get_result::<i64>(&mut *c).unwrap();
+                diesel::select(diesel::dsl::sql::<BigInt>("touch()::bigint"))
+                    .get_result::<i64>(&mut *c)
+                    .unwrap();
                 drop(lookup(&mut c));
             }),
             rounds: Vec::new(),
@@ -125,7 +127,9 @@ fn main() {
             paired_with: "plain diesel: own function + point lookup",
             op: Box::new(|| {
                 let mut c = pool.tenant(&tenant).unwrap();
-                diesel::select(diesel::dsl::sql::<BigInt>("touch()::bigint")).get_result::<i64>(&mut *c).unwrap();
+                diesel::select(diesel::dsl::sql::<BigInt>("touch()::bigint"))
+                    .get_result::<i64>(&mut *c)
+                    .unwrap();
                 drop(lookup(&mut c));
             }),
             rounds: Vec::new(),
@@ -177,7 +181,7 @@ fn main() {
             name: "transaction(), transaction pooler mode (COMMIT carries the check)",
             paired_with: "plain diesel: transaction with SET LOCAL + point lookup",
             op: Box::new(|| {
-                pooler.transaction(&tenant, |c| Ok::<_, TenancyError>(drop(lookup(c)))).unwrap();
+                drop(pooler.transaction(&tenant, |c| Ok::<_, TenancyError>(lookup(c))).unwrap());
             }),
             rounds: Vec::new(),
         },
@@ -198,7 +202,7 @@ fn main() {
         Variant {
             name: "transaction(), session mode, same tenant",
             paired_with: "plain diesel: transaction + point lookup",
-            op: Box::new(|| pool.transaction(&tenant, |c| Ok::<_, TenancyError>(drop(lookup(c)))).unwrap()),
+            op: Box::new(|| drop(pool.transaction(&tenant, |c| Ok::<_, TenancyError>(lookup(c))).unwrap())),
             rounds: Vec::new(),
         },
     ];
@@ -223,7 +227,10 @@ fn main() {
         r.sort_by(f64::total_cmp);
         r[r.len() / 2]
     };
-    println!("guard benchmark ({}): {rounds} rounds of {ops} operations per variant, one connection", if quick { "quick" } else { "full" });
+    println!(
+        "guard benchmark ({}): {rounds} rounds of {ops} operations per variant, one connection",
+        if quick { "quick" } else { "full" }
+    );
     println!();
     println!("| variant | µs/op | vs plain diesel doing the same | extra µs |");
     println!("|---|---:|---:|---:|");

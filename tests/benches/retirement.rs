@@ -22,8 +22,8 @@ use std::time::Instant;
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer};
 use tenancy_core::{SchemaName, TenantPool};
+use tenancy_tests::{backend_pid, scalar_i64};
 
 /// Tables (each with a primary key and a secondary index) in every tenant schema.
 const TENANT_DDL: &str = "
@@ -50,17 +50,11 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (tenants, k, every) = if quick { (300, 50, 50) } else { (2000, 100, 250) };
 
-    let base = tenancy_devdb::shared().expect("a PostgreSQL for the benchmark").url().to_owned();
-    let db_name = format!("tenancy_bench_retirement_{}", std::process::id());
-    let mut admin = PgConnection::establish(&base).unwrap();
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)")).unwrap();
-    admin.batch_execute(&format!("CREATE DATABASE \"{db_name}\"")).unwrap();
-    let url = tenancy_devdb::replace_database(&base, &db_name);
-    let result = std::panic::catch_unwind(|| run(&url, tenants, k, every));
-    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"));
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
+    // Dropped at the end, also when the run panics.
+    let db = tenancy_devdb::shared()
+        .and_then(|dev| dev.create_unique_database("bench_retirement"))
+        .expect("a database for the benchmark");
+    run(db.url(), tenants, k, every);
 }
 
 fn run(url: &str, tenants: usize, k: usize, every: usize) {
@@ -136,18 +130,12 @@ fn sweep(url: &str, names: &[SchemaName], k: Option<usize>, every: usize) -> Vec
     let mut backends = std::collections::HashSet::new();
     for (i, tenant) in names.iter().enumerate() {
         let mut conn = pool.tenant(tenant).unwrap();
-        let n: i64 = diesel::select(diesel::dsl::sql::<BigInt>(TOUCH)).get_result(&mut *conn).unwrap();
-        assert_eq!(n, 0);
+        assert_eq!(scalar_i64(&mut conn, TOUCH), 0);
         if (i + 1) % every == 0 {
-            let pid: i32 = diesel::select(diesel::dsl::sql::<Integer>("pg_backend_pid()"))
-                .get_result(&mut *conn)
-                .unwrap();
+            let pid = backend_pid(&mut conn);
             backends.insert(pid);
-            let context_bytes: i64 = diesel::select(diesel::dsl::sql::<BigInt>(
-                "(SELECT sum(total_bytes)::bigint FROM pg_backend_memory_contexts)",
-            ))
-            .get_result(&mut *conn)
-            .unwrap();
+            let context_bytes =
+                scalar_i64(&mut conn, "(SELECT sum(total_bytes)::bigint FROM pg_backend_memory_contexts)");
             samples.push(Sample { tenants_touched: i + 1, context_bytes, rss_anon_kb: rss_anon_kb(pid) });
         }
     }

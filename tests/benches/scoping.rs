@@ -23,15 +23,19 @@
 use std::error::Error;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool};
 use diesel::sql_types::Text;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use rand_distr::{Distribution, Zipf};
 use tenancy_core::{tenant_scoped, SchemaName, TenancyError, Tenant, TenantContext, TenantPool};
-use tenancy_tests::items;
+use tenancy_tests::stats::{median, quantile};
+use tenancy_tests::{items, StatementCount};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 type PlainPool = Pool<ConnectionManager<PgConnection>>;
@@ -39,6 +43,8 @@ type PlainPool = Pool<ConnectionManager<PgConnection>>;
 type Op<'a> = Box<dyn FnMut() -> Result<(), BoxError> + 'a>;
 /// Builds the request loop of thread `t`.
 type MakeOp<'a> = Box<dyn Fn(usize) -> Op<'a> + Sync + 'a>;
+/// A group of scenarios (a method of `Bench`), reporting its tables.
+type Group<B> = fn(&B) -> Result<String, BoxError>;
 
 /// The pool size of every pool in the benchmark.
 const POOL_SIZE: u32 = 8;
@@ -90,73 +96,32 @@ impl Settings {
 fn main() -> Result<(), BoxError> {
     let settings = Settings::from_args();
     let started = Instant::now();
-    let dev = tenancy_devdb::shared()?;
-    let db = BenchDatabase::create(dev.url(), &format!("tenancy_bench_scoping_{}", std::process::id()))?;
-    let url = db.url.clone();
-    let tenants = create_tenants(&url, &db.name, settings.tenants)?;
+    let db = tenancy_devdb::shared()?.create_unique_database("bench_scoping")?;
+    let url = without_tls(db.url());
+    let tenants = create_tenants(&url, db.name(), settings.tenants)?;
     println!("{}", environment(&url, &settings)?);
     println!("setup: {} tenant schemas in {:.1} s\n", tenants.len(), started.elapsed().as_secs_f64());
 
     let bench = Bench { settings: &settings, url: &url, tenants: &tenants };
-    let run = |group: &str| settings.only.as_deref().is_none_or(|only| only == group);
+    let groups: [(&str, Group<_>); 7] = [
+        ("point", Bench::point_lookups),
+        ("switch", Bench::switch_statements),
+        ("transaction", Bench::transactions),
+        ("dal", Bench::dal),
+        ("concurrency", Bench::concurrency),
+        ("cpu", Bench::client_cpu),
+        ("zipf", Bench::zipf),
+    ];
     let mut report = String::new();
-    if run("point") {
-        report += &bench.point_lookups()?;
-    }
-    if run("switch") {
-        report += &bench.switch_statements()?;
-    }
-    if run("transaction") {
-        report += &bench.transactions()?;
-    }
-    if run("dal") {
-        report += &bench.dal()?;
-    }
-    if run("concurrency") {
-        report += &bench.concurrency()?;
-    }
-    if run("cpu") {
-        report += &bench.client_cpu()?;
-    }
-    if run("zipf") {
-        report += &bench.zipf()?;
+    for (name, group) in groups {
+        if settings.only.as_deref().is_none_or(|only| only == name) {
+            report += &group(&bench)?;
+        }
     }
     println!("{report}");
     println!("total: {:.1} s", started.elapsed().as_secs_f64());
     drop(db);
     Ok(())
-}
-
-/// The benchmark's own database, dropped (with `FORCE`) when this guard is.
-///
-/// `DevDatabase::create_database` sends `DROP DATABASE; CREATE DATABASE` as
-/// one simple-query message, which PostgreSQL runs as one transaction and
-/// refuses; the two statements go separately here.
-struct BenchDatabase {
-    admin_url: String,
-    url: String,
-    name: String,
-}
-
-impl BenchDatabase {
-    fn create(admin_url: &str, name: &str) -> Result<Self, BoxError> {
-        let mut conn = PgConnection::establish(admin_url)?;
-        conn.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))?;
-        conn.batch_execute(&format!("CREATE DATABASE \"{name}\""))?;
-        Ok(Self {
-            admin_url: admin_url.to_owned(),
-            url: without_tls(&tenancy_devdb::replace_database(admin_url, name)),
-            name: name.to_owned(),
-        })
-    }
-}
-
-impl Drop for BenchDatabase {
-    fn drop(&mut self) {
-        if let Ok(mut conn) = PgConnection::establish(&self.admin_url) {
-            let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name));
-        }
-    }
 }
 
 /// TLS on loopback costs every variant the same CPU per request and would
@@ -313,21 +278,6 @@ fn measure_with_warmup(
     })
 }
 
-/// The `q`-quantile (0..=1) of `xs`, interpolated.
-fn quantile(mut xs: Vec<f64>, q: f64) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    if xs.is_empty() {
-        return f64::NAN;
-    }
-    let pos = q * (xs.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    xs[lo] + (xs[hi] - xs[lo]) * (pos - lo as f64)
-}
-
-fn median(xs: Vec<f64>) -> f64 {
-    quantile(xs, 0.5)
-}
-
 impl Measured {
     fn index(&self, name: &str) -> usize {
         self.names.iter().position(|n| n == name).unwrap_or_else(|| panic!("no variant {name}"))
@@ -401,54 +351,27 @@ const LOOKUP_DAL: &str = "point lookup, #[tenant_scoped] method";
 const TX_BY_HAND: &str = "transaction, pool.transaction() by hand";
 const TX_DAL: &str = "transaction, #[tenant_scoped(transaction)] method";
 
-/// Counts the statements a pool's connections send (without formatting them).
-#[derive(Clone, Default)]
-struct StatementCount(Arc<AtomicU64>);
+/// Tenant indexes `0..n` whose popularity follows Zipf's law: index `k`
+/// is drawn with probability proportional to `1 / (k + 1)^s`.
+struct Popularity {
+    zipf: Zipf<f64>,
+    n: usize,
+}
 
-impl Instrumentation for StatementCount {
-    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
-        if let InstrumentationEvent::StartQuery { .. } = event {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
+impl Popularity {
+    fn new(n: usize, s: f64) -> Result<Self, BoxError> {
+        Ok(Self { zipf: Zipf::new(n as f64, s)?, n })
+    }
+
+    fn sample(&self, rng: &mut SmallRng) -> usize {
+        // Zipf draws ranks 1..=n.
+        (self.zipf.sample(rng) as usize).clamp(1, self.n) - 1
     }
 }
 
-/// Small, fast, seedable; quality is irrelevant for picking tenants.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next_f64(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// Zipf-distributed tenant indexes (index 0 the most popular).
-struct Zipf {
-    cdf: Vec<f64>,
-}
-
-impl Zipf {
-    fn new(n: usize, s: f64) -> Self {
-        let mut acc = 0.0;
-        let mut cdf: Vec<f64> = (1..=n)
-            .map(|k| {
-                acc += 1.0 / (k as f64).powf(s);
-                acc
-            })
-            .collect();
-        for c in &mut cdf {
-            *c /= acc;
-        }
-        Self { cdf }
-    }
-
-    fn sample(&self, rng: &mut XorShift) -> usize {
-        let u = rng.next_f64();
-        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
-    }
+/// The random numbers of benchmark thread `t`: the same on every run.
+fn rng_of_thread(t: usize) -> SmallRng {
+    SmallRng::seed_from_u64(t as u64)
 }
 
 struct Bench<'a> {
@@ -614,11 +537,11 @@ fn naive_transaction<'p>(
 fn zipf_lookup<'p>(
     pool: &'p TenantPool,
     tenants: &'p [SchemaName],
-    zipf: &'p Zipf,
+    zipf: &'p Popularity,
     requests: &'p AtomicU64,
 ) -> impl Fn(usize) -> Op<'p> + Sync + 'p {
     move |t| {
-        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ ((t as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03)));
+        let mut rng = rng_of_thread(t);
         let mut n = 0u64;
         Box::new(move || {
             n += 1;
@@ -633,10 +556,10 @@ fn zipf_lookup<'p>(
 fn zipf_naive_lookup<'p>(
     pool: &'p PlainPool,
     tenants: &'p [SchemaName],
-    zipf: &'p Zipf,
+    zipf: &'p Popularity,
 ) -> impl Fn(usize) -> Op<'p> + Sync + 'p {
     move |t| {
-        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ ((t as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03)));
+        let mut rng = rng_of_thread(t);
         let mut n = 0u64;
         Box::new(move || {
             n += 1;
@@ -995,7 +918,7 @@ impl Bench<'_> {
     /// with and without tenant affinity.
     fn zipf(&self) -> Result<String, BoxError> {
         let (url, tenants) = (self.url, self.tenants);
-        let zipf = Zipf::new(tenants.len(), ZIPF_S);
+        let zipf = Popularity::new(tenants.len(), ZIPF_S)?;
         let plain_default = plain_pool(url, true)?;
         let plain_same = plain_pool(url, false)?;
         let counted = |affinity: bool| -> Result<(TenantPool, StatementCount), BoxError> {
@@ -1055,7 +978,7 @@ impl Bench<'_> {
                     let model = &models[policy as usize];
                     let zipf = &zipf;
                     variants.push(Variant::new(name, 1, move |_t| -> Op<'_> {
-                        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ 0xD1B5_4A32_D192_ED03);
+                        let mut rng = rng_of_thread(0);
                         let mut n = 0u64;
                         Box::new(move || {
                             n += 1;

@@ -3,27 +3,31 @@
 //! pool, each checked against the server's own view of its sessions, on a
 //! real PostgreSQL and, where a pooler is involved, a real PgBouncer.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Text};
+use diesel::sql_types::{BigInt, Text};
 use diesel_migrations::EmbeddedMigrations;
 use tenancy_core::{
     adopt, drop_tenant, list_tenants, provision, tenant_record, ConfigError, PoolerMode, RefusalReason,
     SchemaName, TenancyError, TenantContext, TenantPool, TenantState,
 };
 use tenancy_devdb::pgbouncer::{PgBouncer, PgBouncerConfig};
-use tenancy_tests::{admin, items, unique_schema, url, Schemas, ITEMS_DDL};
+use tenancy_tests::{
+    admin, current_schemas, insert_tagged as insert, pool_of_one, scalar_i64 as count, search_path,
+    unique_schema, url, Schemas, ITEMS_DDL,
+};
 
 const NO_MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations::new(&[]);
 
 fn pool_of(size: u32) -> TenantPool {
-    TenantPool::builder().max_size(size).build(&url()).unwrap()
+    match size {
+        1 => pool_of_one(),
+        _ => TenantPool::builder().max_size(size).build(&url()).unwrap(),
+    }
 }
 
 fn bouncer() -> PgBouncer {
@@ -33,26 +37,6 @@ fn bouncer() -> PgBouncer {
 
 fn behind(bouncer: &PgBouncer) -> TenantPool {
     TenantPool::builder().pooler_mode(PoolerMode::Transaction).max_size(1).build(&bouncer.url()).unwrap()
-}
-
-fn current_schemas(conn: &mut PgConnection) -> Vec<String> {
-    diesel::select(diesel::dsl::sql::<Array<Text>>("current_schemas(false)::text[]"))
-        .get_result(conn)
-        .unwrap()
-}
-
-fn search_path(conn: &mut PgConnection) -> String {
-    diesel::select(diesel::dsl::sql::<Text>("current_setting('search_path')")).get_result(conn).unwrap()
-}
-
-fn count(conn: &mut PgConnection, sql: &str) -> i64 {
-    diesel::select(diesel::dsl::sql::<BigInt>(sql)).get_result(conn).unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
-fn insert(conn: &mut PgConnection, tenant: &SchemaName, body: &str) -> QueryResult<usize> {
-    diesel::insert_into(items::table)
-        .values((items::tenant.eq(tenant.as_str()), items::body.eq(body)))
-        .execute(conn)
 }
 
 /// Bodies of the rows `schema.items` holds, read outside the pool.

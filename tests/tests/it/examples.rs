@@ -21,7 +21,7 @@ const UNREACHABLE: &str = "postgres://postgres@127.0.0.1:1/tenancy";
 fn example(name: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
-        // <target>/<profile>/deps/examples-<hash>
+        // <target>/<profile>/deps/it-<hash>
         let exe = std::env::current_exe().expect("test executable path");
         let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_owned();
         let target_dir = profile_dir.parent().expect("target dir");

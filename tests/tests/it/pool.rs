@@ -6,59 +6,16 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Text};
 use tenancy_core::{PoolerMode, SchemaName, TenancyError, TenantPool};
-use tenancy_tests::{admin, items, unique_schema, url, Schemas, ITEMS_DDL};
-
-/// Counts the statements a connection sends (every `StartQuery` is one message).
-#[derive(Clone, Default)]
-struct StatementLog(Arc<Mutex<Vec<String>>>);
-
-impl StatementLog {
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut self.0.lock().unwrap())
-    }
-}
-
-struct Recorder(StatementLog);
-
-impl Instrumentation for Recorder {
-    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
-        if let InstrumentationEvent::StartQuery { query, .. } = event {
-            self.0 .0.lock().unwrap().push(query.to_string());
-        }
-    }
-}
-
-fn pool_of_one() -> TenantPool {
-    TenantPool::builder().max_size(1).build(&url()).unwrap()
-}
-
-fn logged_pool(size: u32) -> (TenantPool, StatementLog) {
-    let log = StatementLog::default();
-    let for_factory = log.clone();
-    let pool = TenantPool::builder()
-        .max_size(size)
-        .instrumentation(move || Box::new(Recorder(for_factory.clone())))
-        .build(&url())
-        .unwrap();
-    (pool, log)
-}
-
-fn current_schemas(conn: &mut PgConnection) -> Vec<String> {
-    diesel::select(diesel::dsl::sql::<Array<Text>>("current_schemas(false)::text[]"))
-        .get_result(conn)
-        .unwrap()
-}
-
-fn tag_of(conn: &mut PgConnection) -> Vec<String> {
-    items::table.select(items::tenant).load(conn).unwrap()
-}
+use tenancy_tests::{
+    admin, backend_pid, current_schemas, items, logged_pool, pool_of_one, rows_of, scalar_i64, search_path,
+    tags, unique_schema, url, Schemas, StatementLog, ITEMS_DDL,
+};
 
 #[test]
 fn tenant_search_path_is_exactly_the_tenant() {
@@ -66,9 +23,7 @@ fn tenant_search_path_is_exactly_the_tenant() {
     let pool = tenancy_tests::pool();
     let mut conn = pool.tenant(schemas.first()).unwrap();
     assert_eq!(current_schemas(&mut conn), vec![schemas.first().to_string()]);
-    let path: String = diesel::select(diesel::dsl::sql::<Text>("current_setting('search_path')"))
-        .get_result(&mut *conn)
-        .unwrap();
+    let path = search_path(&mut conn);
     // The tenant, then `pg_temp` (named last so temporary tables can never shadow the tenant's).
     assert_eq!(path.replace('"', ""), format!("{}, pg_temp", schemas.first()));
     drop(conn);
@@ -83,17 +38,12 @@ fn checkout_never_inherits_previous_tenant() {
     let pool = pool_of_one();
     let shared_schema = vec![String::from("public")];
     // A then B, A then shared, shared then A: the same physical connection each time.
-    let pid = |conn: &mut PgConnection| -> i32 {
-        diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("pg_backend_pid()"))
-            .get_result(conn)
-            .unwrap()
-    };
     let mut c = pool.tenant(a).unwrap();
-    let first_pid = pid(&mut c);
+    let first_pid = backend_pid(&mut c);
     assert_eq!(current_schemas(&mut c), vec![a.to_string()]);
     drop(c);
     let mut c = pool.tenant(b).unwrap();
-    assert_eq!(pid(&mut c), first_pid, "pool of one reuses its connection");
+    assert_eq!(backend_pid(&mut c), first_pid, "pool of one reuses its connection");
     assert_eq!(current_schemas(&mut c), vec![b.to_string()]);
     drop(c);
     let mut c = pool.tenant(a).unwrap();
@@ -104,7 +54,7 @@ fn checkout_never_inherits_previous_tenant() {
     drop(c);
     let mut c = pool.tenant(a).unwrap();
     assert_eq!(current_schemas(&mut c), vec![a.to_string()]);
-    assert_eq!(pid(&mut c), first_pid);
+    assert_eq!(backend_pid(&mut c), first_pid);
     drop(c);
     // A transaction for B between two checkouts of A leaves A's scope intact and correct.
     pool.transaction(b, |conn| {
@@ -136,11 +86,7 @@ fn no_silent_fallback_to_public() {
             .execute(c)
             .map_err(TenancyError::from)
     });
-    let count: i64 = diesel::select(diesel::dsl::sql::<BigInt>(&format!(
-        "(SELECT count(*) FROM public.{only_in_public})"
-    )))
-    .get_result(&mut admin)
-    .unwrap();
+    let count = scalar_i64(&mut admin, &format!("(SELECT count(*) FROM public.{only_in_public})"));
     admin.batch_execute(&format!("DROP TABLE public.{only_in_public}")).unwrap();
     assert!(read.is_err(), "a table only in public must not be readable from a tenant");
     assert!(write.is_err(), "a table only in public must not be writable from a tenant");
@@ -207,7 +153,7 @@ fn tenant_transaction_costs_the_same_statements_as_a_plain_transaction() {
     let plain_log = StatementLog::default();
     let mut plain = admin();
     plain.batch_execute(&format!("SET search_path TO {}", tenant.quoted())).unwrap();
-    plain.set_instrumentation(Recorder(plain_log.clone()));
+    plain.set_instrumentation(plain_log.clone());
     plain.transaction(work).unwrap();
     let theirs = plain_log.take();
     assert_eq!(ours.len(), theirs.len(), "ours: {ours:?}\nplain diesel: {theirs:?}");
@@ -247,18 +193,9 @@ fn transaction_commits_on_ok_and_rolls_back_on_err_and_panic() {
 
 /// What other sessions see in the tenant's `items`: only committed rows.
 fn assert_committed_bodies(tenant: &SchemaName, expected: &[&str]) {
-    let rows: Vec<Body> =
-        diesel::sql_query(format!("SELECT body FROM {}.items ORDER BY id", tenant.quoted()))
-            .load(&mut admin())
-            .unwrap();
+    let rows = rows_of(&mut admin(), tenant);
     let bodies: Vec<&str> = rows.iter().map(|r| r.body.as_str()).collect();
     assert_eq!(bodies, expected);
-}
-
-#[derive(QueryableByName)]
-struct Body {
-    #[diesel(sql_type = Text)]
-    body: String,
 }
 
 #[test]
@@ -271,7 +208,7 @@ fn connection_never_returns_to_the_pool_inside_a_transaction() {
     diesel::insert_into(items::table).values(items::tenant.eq("left open")).execute(&mut *conn).unwrap();
     drop(conn);
     let mut conn = pool.tenant(tenant).unwrap();
-    assert!(tag_of(&mut conn).is_empty(), "the abandoned transaction was not continued");
+    assert!(tags(&mut conn).is_empty(), "the abandoned transaction was not continued");
     diesel::insert_into(items::table)
         .values((items::tenant.eq("t"), items::body.eq("autocommitted")))
         .execute(&mut *conn)
@@ -287,9 +224,7 @@ fn killed_connection_errors_then_pool_recovers_with_right_tenant() {
     let pool = pool_of_one();
     let mut admin = admin();
     let mut conn = pool.tenant(a).unwrap();
-    let pid: i32 = diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("pg_backend_pid()"))
-        .get_result(&mut *conn)
-        .unwrap();
+    let pid = backend_pid(&mut conn);
     diesel::sql_query(format!("SELECT pg_terminate_backend({pid})")).execute(&mut admin).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     let result = items::table.count().get_result::<i64>(&mut *conn);
@@ -299,12 +234,7 @@ fn killed_connection_errors_then_pool_recovers_with_right_tenant() {
     assert_eq!(current_schemas(&mut conn), vec![a.to_string()]);
     drop(conn);
     // Killed while idle in the pool: a transaction's opening statement retries on a fresh connection.
-    let pid: i32 = {
-        let mut conn = pool.tenant(a).unwrap();
-        diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("pg_backend_pid()"))
-            .get_result(&mut *conn)
-            .unwrap()
-    };
+    let pid = backend_pid(&mut pool.tenant(a).unwrap());
     diesel::sql_query(format!("SELECT pg_terminate_backend({pid})")).execute(&mut admin).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     let path = pool.transaction(b, |c| Ok::<_, TenancyError>(current_schemas(c))).unwrap();
@@ -331,8 +261,7 @@ fn concurrent_interleaved_tenants_never_mix() {
                     if round % 3 == 0 {
                         pool.transaction(tenant, |c| {
                             diesel::insert_into(items::table).values(items::tenant.eq(tag)).execute(c)?;
-                            let tags = tag_of(c);
-                            if tags.iter().any(|t| t != tag) {
+                            if tags(c).iter().any(|t| t != tag) {
                                 wrong_reads.fetch_add(1, Ordering::Relaxed);
                             }
                             Ok::<_, TenancyError>(())
@@ -344,7 +273,7 @@ fn concurrent_interleaved_tenants_never_mix() {
                             .values(items::tenant.eq(tag))
                             .execute(&mut *c)
                             .unwrap();
-                        if tag_of(&mut c).iter().any(|t| t != tag) {
+                        if tags(&mut c).iter().any(|t| t != tag) {
                             wrong_reads.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -361,12 +290,7 @@ fn concurrent_interleaved_tenants_never_mix() {
     let mut admin = admin();
     let mut total = 0;
     for tenant in &schemas.names {
-        let tags: Vec<String> = diesel::sql_query(format!("SELECT tenant FROM {}.items", tenant.quoted()))
-            .load::<Tag>(&mut admin)
-            .unwrap()
-            .into_iter()
-            .map(|t| t.tenant)
-            .collect();
+        let tags: Vec<String> = rows_of(&mut admin, tenant).into_iter().map(|r| r.tenant).collect();
         let distinct: HashSet<&String> = tags.iter().collect();
         assert!(
             distinct.len() <= 1 && tags.iter().all(|t| t == tenant.as_str()),
@@ -376,12 +300,6 @@ fn concurrent_interleaved_tenants_never_mix() {
     }
     assert_eq!(total, writes.load(Ordering::Relaxed));
     assert_eq!(total, THREADS * ROUNDS);
-}
-
-#[derive(QueryableByName)]
-struct Tag {
-    #[diesel(sql_type = Text)]
-    tenant: String,
 }
 
 #[test]

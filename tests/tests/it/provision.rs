@@ -2,24 +2,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 
-use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
-use diesel_migrations::{embed_migrations, EmbeddedMigrations, FileBasedMigrations};
+use diesel::sql_types::Text;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 use tenancy_core::{
     adopt, drop_tenant, list_tenants, parse_schema, provision, tenant_exists, tenant_record, PoolerMode,
     RefusalReason, SchemaName, TenancyError, TenantPool, TenantState,
 };
-use tenancy_tests::unique_schema;
+use tenancy_tests::{count, migrations, pool_counting_connections, unique_schema};
 
 const BASIC: EmbeddedMigrations = embed_migrations!("migrations/basic");
-
-fn migrations(dir: &str) -> FileBasedMigrations {
-    FileBasedMigrations::from_path(format!("{}/migrations/{dir}", env!("CARGO_MANIFEST_DIR"))).unwrap()
-}
 
 fn temp_db(tag: &str) -> tenancy_devdb::TempDatabase {
     tenancy_tests::temp_database(&format!("prov_{tag}"))
@@ -29,25 +25,12 @@ fn pool_on(url: &str) -> TenantPool {
     TenantPool::builder().max_size(4).build(url).unwrap()
 }
 
-fn count(conn: &mut PgConnection, sql: &str, bind: &str) -> i64 {
-    #[derive(QueryableByName)]
-    struct N {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
-    diesel::sql_query(sql).bind::<Text, _>(bind).get_result::<N>(conn).unwrap().n
-}
-
 fn schema_exists(conn: &mut PgConnection, schema: &str) -> bool {
-    count(conn, "SELECT count(*) AS n FROM pg_namespace WHERE nspname = $1", schema) == 1
+    count(conn, "SELECT count(*) AS n FROM pg_namespace WHERE nspname = $1", &[schema]) == 1
 }
 
 fn applied_versions(conn: &mut PgConnection, schema: &SchemaName) -> i64 {
-    count(
-        conn,
-        &format!("SELECT count(*) AS n FROM {}.__diesel_schema_migrations WHERE $1 = $1", schema.quoted()),
-        "",
-    )
+    count(conn, &format!("SELECT count(*) AS n FROM {}.__diesel_schema_migrations", schema.quoted()), &[])
 }
 
 /// Drops a tenant on the shared test database when the test ends, pass or fail.
@@ -125,7 +108,7 @@ fn migration_table_lives_in_the_tenant_schema_and_none_in_public() {
     let schema = unique_schema("prov_home");
     provision(&pool, &schema, BASIC).unwrap();
 
-    let mut admin = PgConnection::establish(db.url()).unwrap();
+    let mut admin = db.connect().unwrap();
     let homes = |admin: &mut PgConnection, table: &str| -> Vec<String> {
         #[derive(QueryableByName)]
         struct Home {
@@ -146,7 +129,10 @@ fn migration_table_lives_in_the_tenant_schema_and_none_in_public() {
     assert_eq!(homes(&mut admin, "__diesel_schema_migrations"), [schema.as_str()]);
     assert_eq!(homes(&mut admin, "items"), [schema.as_str()]);
     assert_eq!(homes(&mut admin, "tags"), [schema.as_str()]);
-    assert_eq!(count(&mut admin, "SELECT count(*) AS n FROM pg_tables WHERE schemaname = $1", "public"), 0);
+    assert_eq!(
+        count(&mut admin, "SELECT count(*) AS n FROM pg_tables WHERE schemaname = $1", &["public"]),
+        0
+    );
 }
 
 #[test]
@@ -174,13 +160,13 @@ fn eight_threads_provisioning_the_same_tenant_all_succeed_once() {
 
         assert_eq!(results.iter().filter(|r| r.created).count(), 1, "{round}: {results:?}");
         assert_eq!(results.iter().map(|r| r.applied.len()).sum::<usize>(), 2, "{round}: {results:?}");
-        let mut admin = PgConnection::establish(db.url()).unwrap();
+        let mut admin = db.connect().unwrap();
         assert!(schema_exists(&mut admin, schema.as_str()));
         assert_eq!(applied_versions(&mut admin, &schema), 2);
         let rows = count(
             &mut admin,
             "SELECT count(*) AS n FROM tenancy.tenants WHERE schema_name = $1",
-            schema.as_str(),
+            &[schema.as_str()],
         );
         assert_eq!(rows, 1);
     }
@@ -212,7 +198,7 @@ fn a_failed_provisioning_is_recorded_and_resumes_at_the_last_good_version() {
         count(
             &mut admin,
             "SELECT count(*) AS n FROM pg_tables WHERE schemaname = $1 AND tablename = 'tags_draft'",
-            schema.as_str()
+            &[schema.as_str()]
         ),
         0
     );
@@ -238,7 +224,7 @@ fn an_existing_unregistered_schema_is_adopted_only_on_request() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     let tables =
-        count(&mut admin, "SELECT count(*) AS n FROM pg_tables WHERE schemaname = $1", schema.as_str());
+        count(&mut admin, "SELECT count(*) AS n FROM pg_tables WHERE schemaname = $1", &[schema.as_str()]);
     assert_eq!(tables, 0, "nothing ran in the schema");
 
     let done = adopt(&pool, &schema, BASIC).unwrap();
@@ -299,7 +285,7 @@ fn drop_tenant_drops_a_registered_tenant_and_its_row() {
 #[test]
 fn drop_tenant_refuses_public_the_registry_and_unknown_schemas_and_drops_nothing() {
     let db = temp_db("refuse");
-    let mut admin = PgConnection::establish(db.url()).unwrap();
+    let mut admin = db.connect().unwrap();
     // Registry and shared schemas with names a tenant could have.
     admin.batch_execute("CREATE SCHEMA fleet_shared; CREATE TABLE fleet_shared.plans (id int)").unwrap();
     let pool = TenantPool::builder()
@@ -343,9 +329,9 @@ fn drop_tenant_refuses_public_the_registry_and_unknown_schemas_and_drops_nothing
     for name in ["public", "fleet_registry", "fleet_shared", "lookalike", "tenant_kept"] {
         assert!(schema_exists(&mut admin, name), "{name} was dropped");
     }
-    assert_eq!(count(&mut admin, "SELECT count(*) AS n FROM fleet_registry.tenants WHERE $1 = $1", ""), 1);
+    assert_eq!(count(&mut admin, "SELECT count(*) AS n FROM fleet_registry.tenants", &[]), 1);
     assert_eq!(
-        count(&mut admin, "SELECT count(*) AS n FROM pg_tables WHERE schemaname = $1", "fleet_shared"),
+        count(&mut admin, "SELECT count(*) AS n FROM pg_tables WHERE schemaname = $1", &["fleet_shared"]),
         1
     );
 }
@@ -363,28 +349,13 @@ fn provision_refuses_the_registry_and_shared_schemas() {
         let err = provision(&pool, &SchemaName::new(name).unwrap(), BASIC).unwrap_err();
         assert!(matches!(err, TenancyError::ReservedSchema { .. }), "{err:?}");
     }
-    let mut admin = PgConnection::establish(db.url()).unwrap();
+    let mut admin = db.connect().unwrap();
     assert!(!schema_exists(&mut admin, "fleet_shared"));
-}
-
-/// Counts the connections a pool opens (its instrumentation factory runs once per connection).
-struct Quiet;
-impl Instrumentation for Quiet {
-    fn on_connection_event(&mut self, _: InstrumentationEvent<'_>) {}
 }
 
 #[test]
 fn provisioning_and_dropping_keep_pooled_connections() {
-    let opened = Arc::new(AtomicUsize::new(0));
-    let counter = opened.clone();
-    let pool = TenantPool::builder()
-        .max_size(1)
-        .instrumentation(move || {
-            counter.fetch_add(1, Ordering::SeqCst);
-            Box::new(Quiet)
-        })
-        .build(&tenancy_tests::url())
-        .unwrap();
+    let (pool, opened) = pool_counting_connections(&tenancy_tests::url());
     let schemas: Vec<_> = (0..3).map(|_| unique_schema("prov_keep")).collect();
     let _cleanup: Vec<_> = schemas.iter().cloned().map(Cleanup).collect();
     for schema in &schemas {
@@ -400,7 +371,7 @@ fn provisioning_and_dropping_keep_pooled_connections() {
 
 #[test]
 fn connections_still_scoped_to_a_dropped_tenant_report_tenant_not_found() {
-    let pool = TenantPool::builder().max_size(1).build(&tenancy_tests::url()).unwrap();
+    let pool = tenancy_tests::pool_of_one();
     let tenant = unique_schema("dropped");
     provision(&pool, &tenant, BASIC).unwrap();
     // The pool's only connection now serves the tenant, and would need no statement to do so again.

@@ -32,7 +32,7 @@ use std::fmt::Write as _;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text};
-use rand::rngs::StdRng;
+use rand::rngs::SmallRng;
 use rand::seq::IndexedRandom;
 use rand::{RngExt, SeedableRng};
 use tenancy_core::{PoolerMode, SchemaName, TenancyError, TenantPool};
@@ -188,7 +188,7 @@ fn functions_ddl(neighbour: &SchemaName) -> String {
 }
 
 /// Changes the case of letters outside quotes and dollar quotes.
-fn recase(sql: &str, rng: &mut StdRng) -> String {
+fn recase(sql: &str, rng: &mut SmallRng) -> String {
     let mut out = String::with_capacity(sql.len());
     let mut quote: Option<char> = None;
     let mut dollar = false;
@@ -209,7 +209,7 @@ fn recase(sql: &str, rng: &mut StdRng) -> String {
 }
 
 /// Replaces spaces outside quotes with any whitespace PostgreSQL accepts.
-fn respace(sql: &str, rng: &mut StdRng) -> String {
+fn respace(sql: &str, rng: &mut SmallRng) -> String {
     let mut out = String::with_capacity(sql.len());
     let mut quote: Option<char> = None;
     for c in sql.chars() {
@@ -237,7 +237,7 @@ enum Send {
     DslInsert,
 }
 
-fn dress(h: &Hazard, disguise: Disguise, b: &SchemaName, rng: &mut StdRng) -> Option<Send> {
+fn dress(h: &Hazard, disguise: Disguise, b: &SchemaName, rng: &mut SmallRng) -> Option<Send> {
     let sql = &h.sql;
     let batch = |s: String| Some(Send::Batch(s));
     match disguise {
@@ -422,7 +422,7 @@ fn tenants() -> Schemas {
 fn session_mode(always_restore: bool, families: &[&str]) {
     let schemas = tenants();
     let pool = TenantPool::builder().max_size(1).always_restore(always_restore).build(&url()).unwrap();
-    let mut rng = StdRng::seed_from_u64(seed() ^ u64::from(always_restore));
+    let mut rng = SmallRng::seed_from_u64(seed() ^ u64::from(always_restore));
     let mut disagreements = Vec::new();
     let mut ran = 0;
     while ran < cases() {
@@ -521,7 +521,7 @@ fn nothing_reaches_other_pgbouncer_clients_and_refusals_commit_nothing() {
         TenantPool::builder().pooler_mode(PoolerMode::Transaction).max_size(1).build(&bouncer.url()).unwrap();
     let mut observer = PgConnection::establish(&bouncer.url()).unwrap();
     let baseline = view(&mut observer);
-    let mut rng = StdRng::seed_from_u64(seed() ^ 0xb0);
+    let mut rng = SmallRng::seed_from_u64(seed() ^ 0xb0);
     let mut disagreements = Vec::new();
     let mut refused = 0;
     let mut ran = 0;

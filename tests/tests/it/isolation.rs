@@ -13,18 +13,17 @@ use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Bool, Integer, Text};
+use diesel::sql_types::{Bool, Integer, Text};
 use tenancy_core::{PoolerMode, SchemaName, TenancyError, TenantPool};
 use tenancy_devdb::pgbouncer::{PgBouncer, PgBouncerConfig};
-use tenancy_tests::{admin, items, unique_schema, url, Schemas, ITEMS_DDL};
+use tenancy_tests::{
+    admin, backend_pid, count, current_schemas, insert_tagged, items, pool_of_one, rows_of, scalar_i64,
+    search_path, tags, temp_database, unique_schema, url, Row, Schemas, Silent, ITEMS_DDL,
+};
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-fn pool_of_one() -> TenantPool {
-    TenantPool::builder().max_size(1).build(&url()).unwrap()
-}
 
 /// A PgBouncer in transaction mode in front of the test PostgreSQL. Tests
 /// that need it fail (never pass silently) when it cannot be started.
@@ -35,68 +34,6 @@ fn bouncer(pool_size: u32) -> PgBouncer {
             "this test needs a real PgBouncer (scripts/test.sh installs it: apt-get install pgbouncer): {e}"
         )
     })
-}
-
-fn current_schemas(conn: &mut PgConnection) -> Vec<String> {
-    diesel::select(diesel::dsl::sql::<Array<Text>>("current_schemas(false)::text[]"))
-        .get_result(conn)
-        .unwrap()
-}
-
-fn search_path(conn: &mut PgConnection) -> String {
-    diesel::select(diesel::dsl::sql::<Text>("current_setting('search_path')")).get_result(conn).unwrap()
-}
-
-fn backend_pid(conn: &mut PgConnection) -> i32 {
-    diesel::select(diesel::dsl::sql::<Integer>("pg_backend_pid()")).get_result(conn).unwrap()
-}
-
-fn scalar_i64(conn: &mut PgConnection, sql: &str) -> i64 {
-    diesel::select(diesel::dsl::sql::<BigInt>(sql)).get_result(conn).unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
-fn tags(conn: &mut PgConnection) -> Vec<String> {
-    items::table.select(items::tenant).load(conn).unwrap()
-}
-
-fn insert_tagged(conn: &mut PgConnection, tenant: &SchemaName, body: &str) -> QueryResult<usize> {
-    diesel::insert_into(items::table)
-        .values((items::tenant.eq(tenant.as_str()), items::body.eq(body)))
-        .execute(conn)
-}
-
-#[derive(QueryableByName, Debug)]
-struct Row {
-    #[diesel(sql_type = Text)]
-    tenant: String,
-    #[diesel(sql_type = Text)]
-    body: String,
-}
-
-/// Every row of `schema.items`, read directly (schema-qualified).
-fn rows_of(conn: &mut PgConnection, schema: &SchemaName) -> Vec<Row> {
-    diesel::sql_query(format!("SELECT tenant, body FROM {}.items ORDER BY id", schema.quoted()))
-        .load(conn)
-        .unwrap_or_else(|e| panic!("auditing {schema}: {e}"))
-}
-
-/// Creates `n` tenant schemas with `items` on the database at `db_url`.
-fn create_tenants(db_url: &str, prefix: &str, n: usize) -> Vec<SchemaName> {
-    let mut conn = PgConnection::establish(db_url).unwrap();
-    let names: Vec<SchemaName> = (0..n).map(|_| unique_schema(prefix)).collect();
-    let ddl: String = names
-        .iter()
-        .map(|s| {
-            format!(
-                "CREATE SCHEMA {q}; CREATE TABLE {q}.{};",
-                &ITEMS_DDL["CREATE TABLE ".len()..],
-                q = s.quoted()
-            )
-        })
-        .collect();
-    conn.batch_execute(&ddl).unwrap();
-    tenancy_tests::register(db_url, &names);
-    names
 }
 
 /// What a connection handed out for `tenant` must look like: scoped to the
@@ -318,10 +255,6 @@ fn transaction_body_changing_session_state_does_not_poison_next_borrower() {
 
 #[test]
 fn borrower_replacing_instrumentation_gets_the_connection_retired() {
-    struct Silent;
-    impl diesel::connection::Instrumentation for Silent {
-        fn on_connection_event(&mut self, _: diesel::connection::InstrumentationEvent<'_>) {}
-    }
     let schemas = Schemas::create("instr", 2, ITEMS_DDL);
     let (a, b) = (&schemas.names[0], &schemas.names[1]);
     let pool = pool_of_one();
@@ -482,29 +415,6 @@ fn temporary_table_left_through_pgbouncer_cannot_shadow_tenant_tables() {
 // ---------------------------------------------------------------------------
 // Load: soak and faults, audited row by row
 // ---------------------------------------------------------------------------
-
-/// Drops the schemas (CASCADE) on the database they were created in.
-struct TenantSet {
-    url: String,
-    names: Vec<SchemaName>,
-}
-
-impl TenantSet {
-    fn create(url: &str, prefix: &str, n: usize) -> Self {
-        Self { url: url.to_owned(), names: create_tenants(url, prefix, n) }
-    }
-}
-
-impl Drop for TenantSet {
-    fn drop(&mut self) {
-        tenancy_tests::unregister(&self.url, &self.names);
-        if let Ok(mut conn) = PgConnection::establish(&self.url) {
-            let drop: String =
-                self.names.iter().map(|n| format!("DROP SCHEMA IF EXISTS {} CASCADE;", n.quoted())).collect();
-            let _ = conn.batch_execute(&drop);
-        }
-    }
-}
 
 /// What each tenant must (and must not) hold at the end.
 #[derive(Default)]
@@ -700,7 +610,7 @@ fn soak_200_tenants_8_threads_through_pgbouncer_and_directly_never_mixes_tenants
     const THREADS: usize = 8;
     const TENANTS: usize = 200;
     const ROUNDS: usize = 4;
-    let tenants = Arc::new(TenantSet::create(&url(), "soak", TENANTS));
+    let tenants = Arc::new(Schemas::create("soak", TENANTS, ITEMS_DDL));
     let bouncer = bouncer(4);
     let through_bouncer =
         TenantPool::builder().pooler_mode(PoolerMode::Transaction).max_size(8).build(&bouncer.url()).unwrap();
@@ -821,45 +731,23 @@ fn assert_recovers(pool: &TenantPool, tenants: &[SchemaName], ledger: &Ledger, d
     }
 }
 
-/// A database of a test's own on the test server, dropped (FORCE) at the end.
-struct OwnDatabase {
-    name: String,
-    url: String,
-}
-
-impl OwnDatabase {
-    fn create(prefix: &str) -> Self {
-        let name = unique_schema(prefix).to_string();
-        // One statement per message: CREATE DATABASE refuses to run in a transaction block.
-        admin().batch_execute(&format!("CREATE DATABASE \"{name}\"")).unwrap();
-        let url = tenancy_devdb::replace_database(&url(), &name);
-        Self { name, url }
-    }
-}
-
-impl Drop for OwnDatabase {
-    fn drop(&mut self) {
-        let _ = admin().batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name));
-    }
-}
-
 #[test]
 fn backends_terminated_and_bodies_panicking_under_load_lose_nothing_and_mix_nothing() {
     // A database of this test's own, so that terminating its backends touches nobody else.
-    let db = OwnDatabase::create("faults");
-    let tenants = TenantSet::create(&db.url, "fault", 24);
+    let db = temp_database("faults");
+    let tenants = Schemas::create_on(db.url(), "fault", 24, ITEMS_DDL);
     let bouncer = bouncer(3);
     let direct = TenantPool::builder()
         .max_size(4)
         .connection_timeout(Duration::from_secs(5))
         .max_tenants_per_connection(Some(8))
-        .build(&db.url)
+        .build(db.url())
         .unwrap();
     let through_bouncer = TenantPool::builder()
         .pooler_mode(PoolerMode::Transaction)
         .max_size(4)
         .connection_timeout(Duration::from_secs(5))
-        .build(&bouncer.url_for(&db.name))
+        .build(&bouncer.url_for(db.name()))
         .unwrap();
     let ledger = Arc::new(Ledger::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -874,20 +762,17 @@ fn backends_terminated_and_bodies_panicking_under_load_lose_nothing_and_mix_noth
         &OPS,
     );
     // Kill a random backend of this database every 50 ms, for 4 seconds.
-    let mut killer = PgConnection::establish(&db.url).unwrap();
+    let mut killer = db.connect().unwrap();
     let mut killed = 0;
     let until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < until {
-        let n: i64 = diesel::sql_query(format!(
+        killed += count(
+            &mut killer,
             "SELECT count(pg_terminate_backend(pid)) AS n FROM (SELECT pid FROM pg_stat_activity \
-             WHERE datname = '{}' AND pid <> pg_backend_pid() AND backend_type = 'client backend' \
+             WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend' \
              ORDER BY random() LIMIT 1) victims",
-            &db.name
-        ))
-        .get_result::<Count>(&mut killer)
-        .unwrap()
-        .n;
-        killed += n;
+            &[db.name()],
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     stop.store(true, Ordering::Relaxed);
@@ -901,19 +786,13 @@ fn backends_terminated_and_bodies_panicking_under_load_lose_nothing_and_mix_noth
     assert_eq!(ledger.wrong_reads.load(Ordering::Relaxed), 0, "a read saw another tenant's rows");
     assert_recovers(&direct, &names, &ledger, 5);
     assert_recovers(&through_bouncer, &names, &ledger, 5);
-    let total = ledger.audit(&db.url, &names);
+    let total = ledger.audit(db.url(), &names);
     eprintln!(
         "faults: {killed} backends killed, {} ok, {errors} errors reached callers, {} panics, {total} rows audited",
         ledger.ok.load(Ordering::Relaxed),
         ledger.panics.load(Ordering::Relaxed)
     );
     drop(tenants);
-}
-
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
 }
 
 #[test]
@@ -969,7 +848,7 @@ fn exhausted_pool_times_out_callers_then_serves_them_again() {
 /// database saw: errors during the outage, none of them silent, nothing
 /// mixed or lost, and both pools serving again by themselves.
 fn outage_under_load(db_url: &str, outage: impl FnOnce()) {
-    let tenants = TenantSet::create(db_url, "outage", 12);
+    let tenants = Schemas::create_on(db_url, "outage", 12, ITEMS_DDL);
     let bouncer =
         PgBouncer::start(db_url).unwrap_or_else(|e| panic!("this test needs a real PgBouncer: {e}"));
     let direct =
@@ -1025,17 +904,19 @@ fn postgres_restart_under_load_loses_no_committed_write_and_pool_recovers() {
 /// and new ones refused for a second, as during a restart.
 #[test]
 fn database_outage_under_load_loses_no_committed_write_and_pool_recovers() {
-    let db = OwnDatabase::create("outage");
-    outage_under_load(&db.url, || {
+    let db = temp_database("outage");
+    outage_under_load(db.url(), || {
         let mut admin = admin();
         admin
             .batch_execute(&format!(
                 "ALTER DATABASE \"{0}\" WITH ALLOW_CONNECTIONS false; \
                  SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}'",
-                db.name
+                db.name()
             ))
             .unwrap();
         std::thread::sleep(Duration::from_secs(1));
-        admin.batch_execute(&format!("ALTER DATABASE \"{}\" WITH ALLOW_CONNECTIONS true", db.name)).unwrap();
+        admin
+            .batch_execute(&format!("ALTER DATABASE \"{}\" WITH ALLOW_CONNECTIONS true", db.name()))
+            .unwrap();
     });
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 use tenancy_core::{tenant_scoped, SchemaName, TenancyError, Tenant, TenantContext, TenantPool};
-use tenancy_tests::{admin, items, pool, unique_schema, Schemas, ITEMS_DDL};
+use tenancy_tests::{admin, items, pool, pool_of_one, rows_of, unique_schema, Schemas, ITEMS_DDL};
 
 #[derive(Debug)]
 enum DalError {
@@ -173,16 +173,7 @@ fn count_shared(dal: Arc<ItemsDal>) -> Result<i64, TenancyError> {
 
 /// What really landed in `schema`, read around the library.
 fn rows_in(schema: &SchemaName) -> Vec<(String, String)> {
-    let query = format!("SELECT tenant, body FROM {}.items ORDER BY id", schema.quoted());
-    #[derive(QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = Text)]
-        tenant: String,
-        #[diesel(sql_type = Text)]
-        body: String,
-    }
-    let rows: Vec<Row> = diesel::sql_query(query).load(&mut admin()).unwrap();
-    rows.into_iter().map(|r| (r.tenant, r.body)).collect()
+    rows_of(&mut admin(), schema).into_iter().map(|r| (r.tenant, r.body)).collect()
 }
 
 fn bodies_in(schema: &SchemaName) -> Vec<String> {
@@ -214,7 +205,7 @@ fn two_handles_used_alternately_never_mix() {
     let schemas = Schemas::create("ts_alt", 2, ITEMS_DDL);
     let (a, b) = (&schemas.names[0], &schemas.names[1]);
     // One connection: every call switches it between the two tenants.
-    let pool = TenantPool::builder().max_size(1).build(&tenancy_tests::url()).unwrap();
+    let pool = pool_of_one();
     let dal_a = ItemsDal::new(&pool, a);
     let dal_b = ItemsDal::new(&pool, b);
 
@@ -263,10 +254,7 @@ fn transaction_leaves_no_trace_on_err() {
 #[test]
 fn transaction_leaves_no_trace_on_panic() {
     let schemas = Schemas::create("ts_panic", 1, ITEMS_DDL);
-    let dal = ItemsDal::new(
-        &TenantPool::builder().max_size(1).build(&tenancy_tests::url()).unwrap(),
-        schemas.first(),
-    );
+    let dal = ItemsDal::new(&pool_of_one(), schemas.first());
 
     let outcome = catch_unwind(AssertUnwindSafe(|| dal.insert_then_panic("kept?")));
     assert!(outcome.is_err(), "the panic must reach the caller");

@@ -9,32 +9,19 @@ use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
-use diesel_migrations::FileBasedMigrations;
+use diesel::sql_types::Text;
 use tenancy_core::{
     migrate_all, provision, tenant_record, MigrateOptions, PoolerMode, SchemaName, TenancyError,
     TenantOutcome, TenantPool, TenantState,
 };
+use tenancy_tests::{count, migrations, pool_counting_connections};
 
 const V1: &str = "20240201000001";
 const V2: &str = "20240202000001";
 const V3: &str = "20240203000001";
 
-fn migrations(dir: &str) -> FileBasedMigrations {
-    FileBasedMigrations::from_path(format!("{}/migrations/{dir}", env!("CARGO_MANIFEST_DIR"))).unwrap()
-}
-
 fn temp_db(tag: &str) -> tenancy_devdb::TempDatabase {
     tenancy_tests::temp_database(&format!("mig_{tag}"))
-}
-
-fn count(conn: &mut PgConnection, sql: &str) -> i64 {
-    #[derive(QueryableByName)]
-    struct N {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
-    diesel::sql_query(sql).get_result::<N>(conn).unwrap().n
 }
 
 fn versions(conn: &mut PgConnection, schema: &SchemaName) -> Vec<String> {
@@ -61,6 +48,7 @@ fn has_table(conn: &mut PgConnection, schema: &SchemaName, table: &str) -> bool 
             "SELECT count(*) AS n FROM pg_tables WHERE schemaname = '{}' AND tablename = '{table}'",
             schema
         ),
+        &[],
     ) == 1
 }
 
@@ -71,6 +59,7 @@ fn has_column(conn: &mut PgConnection, schema: &SchemaName, table: &str, column:
             "SELECT count(*) AS n FROM information_schema.columns \
              WHERE table_schema = '{schema}' AND table_name = '{table}' AND column_name = '{column}'"
         ),
+        &[],
     ) == 1
 }
 
@@ -95,7 +84,7 @@ fn fleet(pool: &TenantPool, admin: &mut PgConnection, n: usize) -> Vec<SchemaNam
 fn one_failing_tenant_among_twenty_one_fails_alone_and_a_rerun_migrates_only_it() {
     let db = temp_db("one_fails");
     let pool = TenantPool::builder().max_size(4).build(db.url()).unwrap();
-    let mut admin = PgConnection::establish(db.url()).unwrap();
+    let mut admin = db.connect().unwrap();
     let tenants = fleet(&pool, &mut admin, 21);
     let bad = tenants[7].clone();
     // Its data violates the constraint the second migration adds.
@@ -176,12 +165,12 @@ fn one_failing_tenant_among_twenty_one_fails_alone_and_a_rerun_migrates_only_it(
 fn a_current_fleet_is_known_from_the_registry_without_visiting_any_schema() {
     let db = temp_db("current");
     let pool = TenantPool::builder().max_size(2).build(db.url()).unwrap();
-    let mut admin = PgConnection::establish(db.url()).unwrap();
+    let mut admin = db.connect().unwrap();
     let tenants = fleet(&pool, &mut admin, 4);
     migrate_all(&pool, migrations("fleet_v2"), MigrateOptions::new()).unwrap();
 
     // Hold one tenant's migration table: any visit to that schema would wait on it.
-    let mut holder = PgConnection::establish(db.url()).unwrap();
+    let mut holder = db.connect().unwrap();
     holder
         .batch_execute(&format!(
             "BEGIN; LOCK TABLE {}.__diesel_schema_migrations IN ACCESS EXCLUSIVE MODE",
@@ -212,7 +201,7 @@ fn missing_schemas_and_unregistered_lookalikes_are_reported_in_transaction_poole
     let db = temp_db("orphans");
     let pool =
         TenantPool::builder().max_size(2).pooler_mode(PoolerMode::Transaction).build(db.url()).unwrap();
-    let mut admin = PgConnection::establish(db.url()).unwrap();
+    let mut admin = db.connect().unwrap();
     let tenants = fleet(&pool, &mut admin, 3);
     // A registered tenant whose schema was dropped by hand...
     admin.batch_execute(&format!("DROP SCHEMA {} CASCADE", tenants[1].quoted())).unwrap();
@@ -238,17 +227,18 @@ fn missing_schemas_and_unregistered_lookalikes_are_reported_in_transaction_poole
     assert_eq!(
         count(
             &mut admin,
-            &format!("SELECT count(*) AS n FROM pg_namespace WHERE nspname = '{}'", tenants[1])
+            &format!("SELECT count(*) AS n FROM pg_namespace WHERE nspname = '{}'", tenants[1]),
+            &[]
         ),
         0
     );
-    assert_eq!(count(&mut admin, "SELECT count(*) AS n FROM lookalike.__diesel_schema_migrations"), 0);
+    assert_eq!(count(&mut admin, "SELECT count(*) AS n FROM lookalike.__diesel_schema_migrations", &[]), 0);
 }
 
 #[test]
 fn two_deploys_migrating_at_once_apply_each_migration_once() {
     let db = temp_db("two_deploys");
-    let mut admin = PgConnection::establish(db.url()).unwrap();
+    let mut admin = db.connect().unwrap();
     let tenants = fleet(&TenantPool::builder().max_size(1).build(db.url()).unwrap(), &mut admin, 6);
     let runs: Vec<_> = (0..2)
         .map(|_| {
@@ -278,7 +268,7 @@ fn two_deploys_migrating_at_once_apply_each_migration_once() {
 fn migrations_that_cannot_run_in_a_transaction_are_refused_before_touching_tenants() {
     let db = temp_db("no_tx");
     let pool = TenantPool::builder().max_size(1).build(db.url()).unwrap();
-    let mut admin = PgConnection::establish(db.url()).unwrap();
+    let mut admin = db.connect().unwrap();
     let tenants = fleet(&pool, &mut admin, 1);
     let err = migrate_all(&pool, migrations("no_transaction"), MigrateOptions::new()).unwrap_err();
     match &err {
@@ -290,28 +280,14 @@ fn migrations_that_cannot_run_in_a_transaction_are_refused_before_touching_tenan
     let err = provision(&pool, &SchemaName::new("t_new").unwrap(), migrations("no_transaction")).unwrap_err();
     assert!(matches!(err, TenancyError::MigrationSource { .. }), "{err:?}");
     assert_eq!(versions(&mut admin, &tenants[0]), [V1]);
-    assert_eq!(count(&mut admin, "SELECT count(*) AS n FROM pg_namespace WHERE nspname = 't_new'"), 0);
-}
-
-struct Quiet;
-impl diesel::connection::Instrumentation for Quiet {
-    fn on_connection_event(&mut self, _: diesel::connection::InstrumentationEvent<'_>) {}
+    assert_eq!(count(&mut admin, "SELECT count(*) AS n FROM pg_namespace WHERE nspname = 't_new'", &[]), 0);
 }
 
 #[test]
 fn migrating_keeps_pooled_connections() {
     let db = temp_db("keep");
-    let opened = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = opened.clone();
-    let pool = TenantPool::builder()
-        .max_size(1)
-        .instrumentation(move || {
-            counter.fetch_add(1, Ordering::SeqCst);
-            Box::new(Quiet)
-        })
-        .build(db.url())
-        .unwrap();
-    let mut admin = PgConnection::establish(db.url()).unwrap();
+    let (pool, opened) = pool_counting_connections(db.url());
+    let mut admin = db.connect().unwrap();
     fleet(&pool, &mut admin, 3);
     let options = || MigrateOptions::new().lock_timeout(Some(Duration::from_secs(5))).verify_schemas(true);
     assert_eq!(migrate_all(&pool, migrations("fleet_v2"), options()).unwrap().counts.applied, 3);
