@@ -54,17 +54,9 @@ struct Todo {
 }
 
 /// The data access layer of the one tenant this deployment serves.
+#[derive(TenantContext)]
 struct TodosDal {
     tenant: Tenant,
-}
-
-impl TenantContext for TodosDal {
-    fn tenant_pool(&self) -> &TenantPool {
-        self.tenant.tenant_pool()
-    }
-    fn tenant_schema(&self) -> &SchemaName {
-        self.tenant.tenant_schema()
-    }
 }
 
 impl TodosDal {

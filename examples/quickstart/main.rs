@@ -43,17 +43,9 @@ diesel::table! {
 /// It holds a [`Tenant`] (the pool plus one schema name), and its
 /// `#[tenant_scoped]` methods get their `conn` from it: there is no way for
 /// them to reach another tenant's schema, or `public`.
+#[derive(TenantContext)]
 struct NotesDal {
     tenant: Tenant,
-}
-
-impl TenantContext for NotesDal {
-    fn tenant_pool(&self) -> &TenantPool {
-        self.tenant.tenant_pool()
-    }
-    fn tenant_schema(&self) -> &SchemaName {
-        self.tenant.tenant_schema()
-    }
 }
 
 impl NotesDal {

@@ -5,7 +5,7 @@
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as QueryError};
 use diesel::sql_types::{BigInt, Text};
-use tenancy_core::{tenant_scoped, SchemaName, TenancyError, Tenant, TenantContext, TenantPool};
+use tenancy_core::{tenant_scoped, TenancyError, Tenant, TenantContext};
 
 use crate::schema::tenant::{comments, projects, tasks};
 
@@ -35,17 +35,9 @@ pub enum DalError {
 ///
 /// Holds a [`Tenant`] (the pool and one schema name); built per request from
 /// the tenant the request names, and cheap to build.
+#[derive(TenantContext)]
 pub struct Workspace {
     tenant: Tenant,
-}
-
-impl TenantContext for Workspace {
-    fn tenant_pool(&self) -> &TenantPool {
-        self.tenant.tenant_pool()
-    }
-    fn tenant_schema(&self) -> &SchemaName {
-        self.tenant.tenant_schema()
-    }
 }
 
 /// One row of [`Workspace::board`].

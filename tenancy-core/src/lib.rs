@@ -117,7 +117,7 @@ pub use pool::{
 pub use provision::{adopt, drop_tenant, provision, Provisioned};
 pub use registry::{TenantRecord, TenantState, UnknownTenantState};
 pub use schema_name::{SchemaName, SchemaNameError, DEFAULT_REGISTRY_SCHEMA, MAX_LEN};
-pub use tenancy_macros::tenant_scoped;
+pub use tenancy_macros::{tenant_scoped, TenantContext};
 pub use tenants::{list_tenants, tenant_exists, tenant_record};
 
 /// Re-exported so that users and generated code name one diesel.

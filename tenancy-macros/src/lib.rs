@@ -1,10 +1,11 @@
-//! The `#[tenant_scoped]` attribute of `tenancy-core`. Use it through
-//! `tenancy_core::tenant_scoped`: the code it generates names
-//! `tenancy_core` items, so this crate is not meant to be used on its own.
+//! The `#[tenant_scoped]` attribute and `#[derive(TenantContext)]` of
+//! `tenancy-core`. Use them through `tenancy_core`: the code they generate
+//! names `tenancy_core` items, so this crate is not meant to be used on its own.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod attr;
+mod context;
 mod expand;
 mod item;
 #[cfg(test)]
@@ -135,4 +136,39 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn tenant_scoped(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::tenant_scoped(args.into(), item.into()).into()
+}
+
+/// Makes a struct that holds its tenant a tenant context: `TenantContext`
+/// for the struct, answered by the field that holds the tenant (a
+/// `tenancy_core::Tenant`, or any other tenant context).
+///
+/// The field is the one marked `#[tenant]`, else the only field, else the
+/// field named `tenant`.
+///
+/// ```no_run
+/// use tenancy_core::{tenant_scoped, Tenant, TenancyError, TenantContext};
+///
+/// #[derive(TenantContext)]
+/// pub struct NotesDal {
+///     tenant: Tenant,
+/// }
+///
+/// #[derive(TenantContext)]
+/// pub struct ReportsDal {
+///     #[tenant]
+///     scope: Tenant,
+///     page_size: usize,
+/// }
+///
+/// impl NotesDal {
+///     #[tenant_scoped]
+///     pub fn count(&self) -> Result<i64, TenancyError> {
+///         # let _ = conn;
+///         Ok(0)
+///     }
+/// }
+/// ```
+#[proc_macro_derive(TenantContext, attributes(tenant))]
+pub fn derive_tenant_context(input: TokenStream) -> TokenStream {
+    context::derive(input.into()).into()
 }

@@ -1007,17 +1007,9 @@ impl Bench<'_> {
 }
 
 /// A DAL in the style the library documents.
+#[derive(TenantContext)]
 struct ItemsDal {
     tenant: Tenant,
-}
-
-impl TenantContext for ItemsDal {
-    fn tenant_pool(&self) -> &TenantPool {
-        self.tenant.tenant_pool()
-    }
-    fn tenant_schema(&self) -> &SchemaName {
-        self.tenant.tenant_schema()
-    }
 }
 
 impl ItemsDal {

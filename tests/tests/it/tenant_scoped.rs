@@ -33,19 +33,11 @@ impl From<diesel::result::Error> for DalError {
 }
 
 /// A DAL as applications write them: a struct holding its tenant.
+#[derive(TenantContext)]
 struct ItemsDal {
     tenant: Tenant,
     /// Counts how often a body actually ran.
     bodies_run: AtomicU32,
-}
-
-impl TenantContext for ItemsDal {
-    fn tenant_pool(&self) -> &TenantPool {
-        self.tenant.tenant_pool()
-    }
-    fn tenant_schema(&self) -> &SchemaName {
-        self.tenant.tenant_schema()
-    }
 }
 
 impl ItemsDal {

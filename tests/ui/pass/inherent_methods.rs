@@ -28,18 +28,10 @@ impl From<diesel::result::Error> for DalError {
 
 pub type DalResult<T> = Result<T, DalError>;
 
+#[derive(TenantContext)]
 pub struct ItemsDal {
     tenant: Tenant,
     calls: u32,
-}
-
-impl TenantContext for ItemsDal {
-    fn tenant_pool(&self) -> &TenantPool {
-        self.tenant.tenant_pool()
-    }
-    fn tenant_schema(&self) -> &SchemaName {
-        self.tenant.tenant_schema()
-    }
 }
 
 impl ItemsDal {
