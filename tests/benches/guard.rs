@@ -31,12 +31,30 @@ fn lookup(conn: &mut PgConnection) -> String {
     items::table.filter(items::id.eq(1)).select(items::body).first(conn).unwrap()
 }
 
+/// A session setting of the borrower's own, then the lookup.
+fn set_and_lookup(conn: &mut PgConnection) {
+    conn.batch_execute("SET work_mem = '8MB'").unwrap();
+    drop(lookup(conn));
+}
+
+/// A function of the application's own (opaque to the guard), then the lookup.
+fn call_and_lookup(conn: &mut PgConnection) {
+    diesel::select(diesel::dsl::sql::<BigInt>("touch()::bigint")).get_result::<i64>(conn).unwrap();
+    drop(lookup(conn));
+}
+
 /// One measured variant: an operation run `ops` times per round.
 struct Variant<'a> {
     name: &'static str,
     paired_with: &'static str,
     op: Box<dyn FnMut() + 'a>,
     rounds: Vec<f64>,
+}
+
+/// A variant, measured against the plain-diesel variant `paired_with`
+/// (empty for a baseline).
+fn variant<'a>(name: &'static str, paired_with: &'static str, op: impl FnMut() + 'a) -> Variant<'a> {
+    Variant { name, paired_with, op: Box::new(op), rounds: Vec::new() }
 }
 
 fn main() {
@@ -72,139 +90,79 @@ fn main() {
     let flip = std::cell::Cell::new(false);
 
     let mut variants: Vec<Variant<'_>> = vec![
-        Variant {
-            name: "plain diesel: point lookup",
-            paired_with: "",
-            op: Box::new(|| drop(lookup(&mut plain.borrow_mut()))),
-            rounds: Vec::new(),
-        },
-        Variant {
-            name: "tenant(): point lookup",
-            paired_with: "plain diesel: point lookup",
-            op: Box::new(|| drop(lookup(&mut pool.tenant(&tenant).unwrap()))),
-            rounds: Vec::new(),
-        },
-        Variant {
-            name: "tenant(), always_restore: point lookup (restored every checkout)",
-            paired_with: "plain diesel: point lookup",
-            op: Box::new(|| drop(lookup(&mut always.tenant(&tenant).unwrap()))),
-            rounds: Vec::new(),
-        },
-        Variant {
-            name: "plain diesel: SET work_mem + point lookup",
-            paired_with: "",
-            op: Box::new(|| {
-                let mut c = plain.borrow_mut();
-                c.batch_execute("SET work_mem = '8MB'").unwrap();
-                drop(lookup(&mut c));
-            }),
-            rounds: Vec::new(),
-        },
-        Variant {
-            name: "tenant(): SET work_mem + point lookup (restored at check-in)",
-            paired_with: "plain diesel: SET work_mem + point lookup",
-            op: Box::new(|| {
-                let mut c = pool.tenant(&tenant).unwrap();
-                c.batch_execute("SET work_mem = '8MB'").unwrap();
-                drop(lookup(&mut c));
-            }),
-            rounds: Vec::new(),
-        },
-        Variant {
-            name: "plain diesel: own function + point lookup",
-            paired_with: "",
-            op: Box::new(|| {
-                let mut c = plain.borrow_mut();
-                diesel::select(diesel::dsl::sql::<BigInt>("touch()::bigint"))
-                    .get_result::<i64>(&mut *c)
-                    .unwrap();
-                drop(lookup(&mut c));
-            }),
-            rounds: Vec::new(),
-        },
-        Variant {
-            name: "tenant(): own function + point lookup (opaque: restored at check-in)",
-            paired_with: "plain diesel: own function + point lookup",
-            op: Box::new(|| {
-                let mut c = pool.tenant(&tenant).unwrap();
-                diesel::select(diesel::dsl::sql::<BigInt>("touch()::bigint"))
-                    .get_result::<i64>(&mut *c)
-                    .unwrap();
-                drop(lookup(&mut c));
-            }),
-            rounds: Vec::new(),
-        },
-        Variant {
-            name: "plain diesel: SET search_path (alternating) + point lookup",
-            paired_with: "",
-            op: Box::new(|| {
-                let mut c = plain_local.borrow_mut();
-                let to = if flip.replace(!flip.get()) { &tenant } else { &other };
-                c.batch_execute(&format!("SET search_path TO {}", to.quoted())).unwrap();
-                drop(lookup(&mut c));
-            }),
-            rounds: Vec::new(),
-        },
-        Variant {
-            name: "tenant(), alternating tenants: switch proven recently",
-            paired_with: "plain diesel: SET search_path (alternating) + point lookup",
-            op: Box::new(|| {
+        variant("plain diesel: point lookup", "", || drop(lookup(&mut plain.borrow_mut()))),
+        variant("tenant(): point lookup", "plain diesel: point lookup", || {
+            drop(lookup(&mut pool.tenant(&tenant).unwrap()))
+        }),
+        variant(
+            "tenant(), always_restore: point lookup (restored every checkout)",
+            "plain diesel: point lookup",
+            || drop(lookup(&mut always.tenant(&tenant).unwrap())),
+        ),
+        variant("plain diesel: SET work_mem + point lookup", "", || set_and_lookup(&mut plain.borrow_mut())),
+        variant(
+            "tenant(): SET work_mem + point lookup (restored at check-in)",
+            "plain diesel: SET work_mem + point lookup",
+            || set_and_lookup(&mut pool.tenant(&tenant).unwrap()),
+        ),
+        variant("plain diesel: own function + point lookup", "", || call_and_lookup(&mut plain.borrow_mut())),
+        variant(
+            "tenant(): own function + point lookup (opaque: restored at check-in)",
+            "plain diesel: own function + point lookup",
+            || call_and_lookup(&mut pool.tenant(&tenant).unwrap()),
+        ),
+        variant("plain diesel: SET search_path (alternating) + point lookup", "", || {
+            let mut c = plain_local.borrow_mut();
+            let to = if flip.replace(!flip.get()) { &tenant } else { &other };
+            c.batch_execute(&format!("SET search_path TO {}", to.quoted())).unwrap();
+            drop(lookup(&mut c));
+        }),
+        variant(
+            "tenant(), alternating tenants: switch proven recently",
+            "plain diesel: SET search_path (alternating) + point lookup",
+            || {
                 let to = if flip.replace(!flip.get()) { &tenant } else { &other };
                 drop(lookup(&mut pool.tenant(to).unwrap()));
-            }),
-            rounds: Vec::new(),
-        },
-        Variant {
-            name: "tenant(), alternating tenants: switch with its proof (tenant_cache_ttl = 0)",
-            paired_with: "plain diesel: SET search_path (alternating) + point lookup",
-            op: Box::new(|| {
+            },
+        ),
+        variant(
+            "tenant(), alternating tenants: switch with its proof (tenant_cache_ttl = 0)",
+            "plain diesel: SET search_path (alternating) + point lookup",
+            || {
                 let to = if flip.replace(!flip.get()) { &tenant } else { &other };
                 drop(lookup(&mut unproven.tenant(to).unwrap()));
-            }),
-            rounds: Vec::new(),
-        },
-        Variant {
-            name: "plain diesel: transaction with SET LOCAL + point lookup",
-            paired_with: "",
-            op: Box::new(|| {
-                let mut c = plain_local.borrow_mut();
-                c.transaction::<_, diesel::result::Error, _>(|c| {
-                    c.batch_execute(&format!("SET LOCAL search_path TO {path}"))?;
+            },
+        ),
+        variant("plain diesel: transaction with SET LOCAL + point lookup", "", || {
+            let mut c = plain_local.borrow_mut();
+            c.transaction::<_, diesel::result::Error, _>(|c| {
+                c.batch_execute(&format!("SET LOCAL search_path TO {path}"))?;
+                drop(lookup(c));
+                Ok(())
+            })
+            .unwrap();
+        }),
+        variant(
+            "transaction(), transaction pooler mode (COMMIT carries the check)",
+            "plain diesel: transaction with SET LOCAL + point lookup",
+            || {
+                drop(pooler.transaction(&tenant, |c| Ok::<_, TenancyError>(lookup(c))).unwrap());
+            },
+        ),
+        variant("plain diesel: transaction + point lookup", "", || {
+            plain
+                .borrow_mut()
+                .transaction::<_, diesel::result::Error, _>(|c| {
                     drop(lookup(c));
                     Ok(())
                 })
                 .unwrap();
-            }),
-            rounds: Vec::new(),
-        },
-        Variant {
-            name: "transaction(), transaction pooler mode (COMMIT carries the check)",
-            paired_with: "plain diesel: transaction with SET LOCAL + point lookup",
-            op: Box::new(|| {
-                drop(pooler.transaction(&tenant, |c| Ok::<_, TenancyError>(lookup(c))).unwrap());
-            }),
-            rounds: Vec::new(),
-        },
-        Variant {
-            name: "plain diesel: transaction + point lookup",
-            paired_with: "",
-            op: Box::new(|| {
-                plain
-                    .borrow_mut()
-                    .transaction::<_, diesel::result::Error, _>(|c| {
-                        drop(lookup(c));
-                        Ok(())
-                    })
-                    .unwrap();
-            }),
-            rounds: Vec::new(),
-        },
-        Variant {
-            name: "transaction(), session mode, same tenant",
-            paired_with: "plain diesel: transaction + point lookup",
-            op: Box::new(|| drop(pool.transaction(&tenant, |c| Ok::<_, TenancyError>(lookup(c))).unwrap())),
-            rounds: Vec::new(),
-        },
+        }),
+        variant(
+            "transaction(), session mode, same tenant",
+            "plain diesel: transaction + point lookup",
+            || drop(pool.transaction(&tenant, |c| Ok::<_, TenancyError>(lookup(c))).unwrap()),
+        ),
     ];
 
     // Warm every path (connections, statement caches, catalog caches).

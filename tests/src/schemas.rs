@@ -66,6 +66,11 @@ impl Schemas {
     pub fn first(&self) -> &SchemaName {
         &self.names[0]
     }
+
+    /// The first two schemas (for tests of one tenant and its neighbour).
+    pub fn pair(&self) -> (&SchemaName, &SchemaName) {
+        (&self.names[0], &self.names[1])
+    }
 }
 
 impl Drop for Schemas {

@@ -527,7 +527,7 @@ fn nothing_reaches_other_pgbouncer_clients_and_refusals_commit_nothing() {
     let mut ran = 0;
     let cases = cases() / 2;
     while ran < cases {
-        let (a, b) = (&schemas.names[0], &schemas.names[1]);
+        let (a, b) = schemas.pair();
         let all = hazards(b, rng.random_range(1..1_000_000));
         // What server code does beyond the search path and temporary objects
         // is not checked behind a pooler (see the README).

@@ -97,7 +97,7 @@ enum Expect {
 /// next borrowers, of the same tenant and of another, start clean.
 fn misbehave(cases: &[(&str, Expect)]) {
     let schemas = Schemas::create("misbehave", 2, ITEMS_DDL);
-    let (a, b) = (&schemas.names[0], &schemas.names[1]);
+    let (a, b) = schemas.pair();
     let pool = pool_of_one();
     for (template, expect) in cases {
         let sql = template.replace("{a}", &a.quoted()).replace("{b}", &b.quoted());
@@ -233,7 +233,7 @@ fn borrower_holding_session_locks_or_cursors_does_not_poison_next_borrower() {
 #[test]
 fn transaction_body_changing_session_state_does_not_poison_next_borrower() {
     let schemas = Schemas::create("txbody", 2, ITEMS_DDL);
-    let (a, b) = (&schemas.names[0], &schemas.names[1]);
+    let (a, b) = schemas.pair();
     let pool = pool_of_one();
     for template in [
         "SET search_path TO {b}",
@@ -256,7 +256,7 @@ fn transaction_body_changing_session_state_does_not_poison_next_borrower() {
 #[test]
 fn borrower_replacing_instrumentation_gets_the_connection_retired() {
     let schemas = Schemas::create("instr", 2, ITEMS_DDL);
-    let (a, b) = (&schemas.names[0], &schemas.names[1]);
+    let (a, b) = schemas.pair();
     let pool = pool_of_one();
     let mut conn = pool.tenant(a).unwrap();
     let pid = backend_pid(&mut conn);
@@ -282,7 +282,7 @@ fn server_version_num(conn: &mut PgConnection) -> i32 {
 #[test]
 fn session_search_path_leaks_between_clients_through_pgbouncer_transaction_mode() {
     let schemas = Schemas::create("leak", 2, ITEMS_DDL);
-    let (a, b) = (&schemas.names[0], &schemas.names[1]);
+    let (a, b) = schemas.pair();
     // One server connection: every client of PgBouncer shares it.
     let bouncer = bouncer(1);
     let mut first = PgConnection::establish(&bouncer.url()).unwrap();
@@ -307,7 +307,7 @@ fn session_search_path_leaks_between_clients_through_pgbouncer_transaction_mode(
 #[test]
 fn transaction_mode_pool_does_not_leak_through_pgbouncer() {
     let schemas = Schemas::create("noleak", 2, ITEMS_DDL);
-    let (a, b) = (&schemas.names[0], &schemas.names[1]);
+    let (a, b) = schemas.pair();
     let bouncer = bouncer(1);
     // Another client of the same PgBouncer poisons the (single) server session.
     let mut poisoner = PgConnection::establish(&bouncer.url()).unwrap();
@@ -364,7 +364,7 @@ fn transaction_mode_pool_runs_bound_queries_through_pgbouncer() {
 #[test]
 fn transaction_body_changing_session_state_through_pgbouncer_does_not_reach_later_transactions() {
     let schemas = Schemas::create("bncbody", 2, ITEMS_DDL);
-    let (a, b) = (&schemas.names[0], &schemas.names[1]);
+    let (a, b) = schemas.pair();
     let bouncer = bouncer(1);
     let pool =
         TenantPool::builder().pooler_mode(PoolerMode::Transaction).max_size(2).build(&bouncer.url()).unwrap();
@@ -393,7 +393,7 @@ fn transaction_body_changing_session_state_through_pgbouncer_does_not_reach_late
 #[test]
 fn temporary_table_left_through_pgbouncer_cannot_shadow_tenant_tables() {
     let schemas = Schemas::create("bnctemp", 2, ITEMS_DDL);
-    let (a, b) = (&schemas.names[0], &schemas.names[1]);
+    let (a, b) = schemas.pair();
     let bouncer = bouncer(1);
     let pool =
         TenantPool::builder().pooler_mode(PoolerMode::Transaction).max_size(2).build(&bouncer.url()).unwrap();

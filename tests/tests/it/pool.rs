@@ -34,7 +34,7 @@ fn tenant_search_path_is_exactly_the_tenant() {
 #[test]
 fn checkout_never_inherits_previous_tenant() {
     let schemas = Schemas::create("inherit", 2, ITEMS_DDL);
-    let (a, b) = (&schemas.names[0], &schemas.names[1]);
+    let (a, b) = schemas.pair();
     let pool = pool_of_one();
     let shared_schema = vec![String::from("public")];
     // A then B, A then shared, shared then A: the same physical connection each time.
@@ -122,7 +122,7 @@ fn missing_tenant_is_tenant_not_found_and_pool_stays_healthy() {
 #[test]
 fn repeat_checkout_sends_nothing_and_switch_sends_one_statement() {
     let schemas = Schemas::create("trips", 2, ITEMS_DDL);
-    let (a, b) = (&schemas.names[0], &schemas.names[1]);
+    let (a, b) = schemas.pair();
     let (pool, log) = logged_pool(1);
     drop(pool.tenant(a).unwrap());
     log.take();
@@ -220,7 +220,7 @@ fn connection_never_returns_to_the_pool_inside_a_transaction() {
 #[test]
 fn killed_connection_errors_then_pool_recovers_with_right_tenant() {
     let schemas = Schemas::create("killed", 2, ITEMS_DDL);
-    let (a, b) = (&schemas.names[0], &schemas.names[1]);
+    let (a, b) = schemas.pair();
     let pool = pool_of_one();
     let mut admin = admin();
     let mut conn = pool.tenant(a).unwrap();
@@ -398,7 +398,7 @@ fn unreachable_database_fails_fast_with_connection_error() {
 #[test]
 fn rolled_back_transaction_does_not_leave_a_stale_scope() {
     let schemas = Schemas::create("stale", 2, ITEMS_DDL);
-    let (a, b) = (&schemas.names[0], &schemas.names[1]);
+    let (a, b) = schemas.pair();
     let pool = pool_of_one();
     drop(pool.tenant(a).unwrap());
     // Switching to B inside a transaction that rolls back also rolls the switch back.
@@ -418,7 +418,7 @@ fn rolled_back_transaction_does_not_leave_a_stale_scope() {
 #[test]
 fn affinity_hands_out_the_connection_already_serving_the_tenant() {
     let schemas = Schemas::create("affinity", 2, ITEMS_DDL);
-    let (a, b) = (&schemas.names[0], &schemas.names[1]);
+    let (a, b) = schemas.pair();
     let (pool, log) = logged_pool(2);
     // Scope one connection to A and the other to B, then return both (B last).
     let ca = pool.tenant(a).unwrap();

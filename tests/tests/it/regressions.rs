@@ -106,7 +106,7 @@ fn a_transaction_aborted_by_a_swallowed_failure_does_not_report_a_commit() {
 #[test]
 fn line_comments_ended_by_a_carriage_return_hide_nothing() {
     let schemas = Schemas::create("cr", 2, ITEMS_DDL);
-    let (a, b) = (&schemas.names[0], &schemas.names[1]);
+    let (a, b) = schemas.pair();
     let pool = pool_of(1);
     for hidden in [
         String::from("SET search_path TO public"),
@@ -155,7 +155,7 @@ diesel::table! {
 #[test]
 fn updating_pg_settings_is_a_session_set() {
     let schemas = Schemas::create("pgset", 2, ITEMS_DDL);
-    let (alpha, beta) = (&schemas.names[0], &schemas.names[1]);
+    let (alpha, beta) = schemas.pair();
     let pool = pool_of(1);
     let value = beta.quoted();
     let statements = [
@@ -208,7 +208,7 @@ fn updating_pg_settings_is_a_session_set() {
 #[test]
 fn lastval_never_answers_for_the_next_borrower() {
     let schemas = Schemas::create("lastval", 2, ITEMS_DDL);
-    let (a, b) = (&schemas.names[0], &schemas.names[1]);
+    let (a, b) = schemas.pair();
     let pool = pool_of(1);
     insert(&mut pool.tenant(a).unwrap(), a, "x").unwrap();
     assert!(!lastval_answers(&mut pool.tenant(b).unwrap()), "another tenant sees a's lastval");
@@ -228,9 +228,9 @@ fn lastval_never_answers_for_the_next_borrower() {
 /// Finding 4: `std::mem::swap` of two checkouts is safe Rust.
 #[test]
 fn swapping_checkouts_cannot_mislead_the_pool() {
-    let schemas = Schemas::create("swap", 2, ITEMS_DDL);
-    let (a, b) = (&schemas.names[0], &schemas.names[1]);
     let pool = pool_of(2);
+    let schemas = Schemas::create("swap", 2, ITEMS_DDL);
+    let (a, b) = schemas.pair();
     for _ in 0..3 {
         let mut ca = pool.tenant(a).unwrap();
         let mut cb = pool.tenant(b).unwrap();
@@ -271,7 +271,7 @@ fn swapping_checkouts_cannot_mislead_the_pool() {
 #[test]
 fn a_raw_commit_in_a_transaction_body_commits_nothing() {
     let schemas = Schemas::create("rawcommit", 2, ITEMS_DDL);
-    let (a, b) = (&schemas.names[0], &schemas.names[1]);
+    let (a, b) = schemas.pair();
     let bouncer = bouncer();
     for pool in [pool_of(1), behind(&bouncer)] {
         for how in ["COMMIT", "END", "ROLLBACK", "diesel"] {
@@ -299,7 +299,7 @@ fn a_raw_commit_in_a_transaction_body_commits_nothing() {
 #[test]
 fn an_open_transaction_never_reaches_the_next_borrower() {
     let schemas = Schemas::create("opened", 2, ITEMS_DDL);
-    let (a, b) = (&schemas.names[0], &schemas.names[1]);
+    let (a, b) = schemas.pair();
     let pool = pool_of(1);
     let provisioned = unique_schema("opened_prov");
     for before in ["transaction", "provision"] {
@@ -321,7 +321,7 @@ fn an_open_transaction_never_reaches_the_next_borrower() {
 #[test]
 fn an_aborted_transaction_does_not_wedge_the_pool() {
     let schemas = Schemas::create("wedge", 2, ITEMS_DDL);
-    let (a, b) = (&schemas.names[0], &schemas.names[1]);
+    let (a, b) = schemas.pair();
     let pool = pool_of(1);
     for round in 0..3 {
         let mut conn = pool.tenant(a).unwrap();
@@ -546,7 +546,7 @@ fn dropping_a_tenant_in_use_fences_it_and_no_writer_deadlocks() {
 #[test]
 fn server_code_cannot_change_the_shared_server_session_behind_a_pooler() {
     let schemas = Schemas::create("servercode", 2, ITEMS_DDL);
-    let (a, b) = (&schemas.names[0], &schemas.names[1]);
+    let (a, b) = schemas.pair();
     admin()
         .batch_execute(&format!(
             "SET search_path TO {a}; \

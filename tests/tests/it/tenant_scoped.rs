@@ -175,7 +175,7 @@ fn bodies_in(schema: &SchemaName) -> Vec<String> {
 #[test]
 fn dal_methods_read_and_write_only_their_tenants_schema() {
     let schemas = Schemas::create("ts_own", 2, ITEMS_DDL);
-    let (a, b) = (&schemas.names[0], &schemas.names[1]);
+    let (a, b) = schemas.pair();
     let pool = pool();
     let dal_a = ItemsDal::new(&pool, a);
     let dal_b = ItemsDal::new(&pool, b);
@@ -195,7 +195,7 @@ fn dal_methods_read_and_write_only_their_tenants_schema() {
 #[test]
 fn two_handles_used_alternately_never_mix() {
     let schemas = Schemas::create("ts_alt", 2, ITEMS_DDL);
-    let (a, b) = (&schemas.names[0], &schemas.names[1]);
+    let (a, b) = schemas.pair();
     // One connection: every call switches it between the two tenants.
     let pool = pool_of_one();
     let dal_a = ItemsDal::new(&pool, a);
@@ -298,7 +298,7 @@ fn return_and_question_mark_behave_as_written() {
 #[test]
 fn free_functions_trait_defaults_and_shared_contexts_are_scoped_too() {
     let schemas = Schemas::create("ts_forms", 2, ITEMS_DDL);
-    let (a, b) = (&schemas.names[0], &schemas.names[1]);
+    let (a, b) = schemas.pair();
     let pool = pool();
 
     insert_tagged(&pool.for_tenant(a.clone()), "free").unwrap();
