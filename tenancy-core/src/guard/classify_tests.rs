@@ -5,10 +5,11 @@ fn effects(sql: &str) -> Effects {
     classify(sql, &Catalog::default(), false)
 }
 
-fn assert_effects(cases: &[(&str, Effects)]) {
-    for (sql, expected) in cases {
-        assert_eq!(effects(sql), *expected, "{sql}");
-    }
+/// Asserts the classification of each statement: `"sql" => EFFECT | EFFECT;`.
+macro_rules! classified {
+    ($($sql:literal => $($effect:ident)|+;)*) => {
+        $(assert_eq!(effects($sql), Effects::NONE $(.union(Effects::$effect))+, "{}", $sql);)*
+    };
 }
 
 #[test]
@@ -80,61 +81,61 @@ fn search_path_changes_are_seen_however_they_are_spelt() {
 
 #[test]
 fn every_session_change_is_seen_and_told_apart() {
-    assert_effects(&[
+    classified! {
         // Local scoping is told apart from the session's.
-        ("SET LOCAL search_path TO x", Effects::LOCAL_SEARCH_PATH),
-        ("SELECT set_config('search_path', 'x', true)", Effects::LOCAL_SEARCH_PATH),
-        ("SELECT set_config('statement_timeout', '1', TRUE)", Effects::NONE),
-        ("SELECT set_config('statement_timeout', '1', false)", Effects::SETTING),
-        ("SELECT set_config($1, $2, false)", Effects::SEARCH_PATH | Effects::SETTING),
+        "SET LOCAL search_path TO x" => LOCAL_SEARCH_PATH;
+        "SELECT set_config('search_path', 'x', true)" => LOCAL_SEARCH_PATH;
+        "SELECT set_config('statement_timeout', '1', TRUE)" => NONE;
+        "SELECT set_config('statement_timeout', '1', false)" => SETTING;
+        "SELECT set_config($1, $2, false)" => SEARCH_PATH | SETTING;
         // Session state.
-        ("RESET ALL", Effects::SEARCH_PATH | Effects::SETTING),
-        ("SET role = other", Effects::SETTING),
-        ("SET TIME ZONE 'UTC'", Effects::SETTING),
-        ("SET SESSION AUTHORIZATION other", Effects::SETTING),
-        ("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", Effects::SETTING),
-        ("RESET ROLE", Effects::SETTING),
-        ("SET statement_timeout = 1", Effects::SETTING),
-        ("CREATE TEMP TABLE items (id int)", Effects::TEMPORARY),
-        ("CREATE TEMPORARY TABLE items (id int)", Effects::TEMPORARY),
-        ("CREATE OR REPLACE TEMP VIEW items AS SELECT 1", Effects::TEMPORARY),
-        ("CREATE LOCAL TEMPORARY TABLE items (id int)", Effects::TEMPORARY),
-        ("CREATE TABLE pg_temp.items (id int)", Effects::TEMPORARY),
-        ("CREATE UNLOGGED TABLE pg_temp_3.items (id int)", Effects::TEMPORARY),
-        ("EXPLAIN ANALYZE CREATE TEMP TABLE items AS SELECT 1", Effects::TEMPORARY),
-        ("SELECT * INTO TEMP t FROM items", Effects::TEMPORARY),
-        ("SELECT * INTO LOCAL TEMP items FROM t", Effects::TEMPORARY),
-        ("PREPARE p AS SELECT 1", Effects::PREPARED),
-        ("DECLARE c CURSOR WITH HOLD FOR SELECT 1", Effects::CURSOR),
-        ("SELECT pg_advisory_lock(1)", Effects::ADVISORY_LOCK),
-        ("SELECT pg_try_advisory_lock_shared(1)", Effects::ADVISORY_LOCK),
-        ("SELECT 1; LISTEN x", Effects::LISTEN),
-        ("SELECT nextval('items_id_seq')", Effects::SEQUENCES),
-        ("INSERT INTO items (tenant) VALUES ($1)", Effects::SEQUENCES),
-        ("UPDATE items SET id = DEFAULT", Effects::SEQUENCES),
-        ("DISCARD ALL", Effects::UNRESTORABLE),
-        ("DEALLOCATE ALL", Effects::UNRESTORABLE),
-        ("LOAD 'auto_explain'", Effects::UNRESTORABLE),
-        ("SELECT setseed(0.5)", Effects::UNRESTORABLE),
-        ("SELECT ext.dblink_connect('x')", Effects::UNRESTORABLE),
-        ("DO $$BEGIN SET search_path TO b; END$$", Effects::OPAQUE),
-        ("CALL p()", Effects::OPAQUE),
-        ("EXECUTE p", Effects::OPAQUE),
-        ("SELECT my_function()", Effects::OPAQUE),
-        ("SELECT app.f(1)", Effects::OPAQUE),
-        ("VACUUM", Effects::NONE),
-        ("FROBNICATE everything", Effects::OPAQUE),
+        "RESET ALL" => SEARCH_PATH | SETTING;
+        "SET role = other" => SETTING;
+        "SET TIME ZONE 'UTC'" => SETTING;
+        "SET SESSION AUTHORIZATION other" => SETTING;
+        "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY" => SETTING;
+        "RESET ROLE" => SETTING;
+        "SET statement_timeout = 1" => SETTING;
+        "CREATE TEMP TABLE items (id int)" => TEMPORARY;
+        "CREATE TEMPORARY TABLE items (id int)" => TEMPORARY;
+        "CREATE OR REPLACE TEMP VIEW items AS SELECT 1" => TEMPORARY;
+        "CREATE LOCAL TEMPORARY TABLE items (id int)" => TEMPORARY;
+        "CREATE TABLE pg_temp.items (id int)" => TEMPORARY;
+        "CREATE UNLOGGED TABLE pg_temp_3.items (id int)" => TEMPORARY;
+        "EXPLAIN ANALYZE CREATE TEMP TABLE items AS SELECT 1" => TEMPORARY;
+        "SELECT * INTO TEMP t FROM items" => TEMPORARY;
+        "SELECT * INTO LOCAL TEMP items FROM t" => TEMPORARY;
+        "PREPARE p AS SELECT 1" => PREPARED;
+        "DECLARE c CURSOR WITH HOLD FOR SELECT 1" => CURSOR;
+        "SELECT pg_advisory_lock(1)" => ADVISORY_LOCK;
+        "SELECT pg_try_advisory_lock_shared(1)" => ADVISORY_LOCK;
+        "SELECT 1; LISTEN x" => LISTEN;
+        "SELECT nextval('items_id_seq')" => SEQUENCES;
+        "INSERT INTO items (tenant) VALUES ($1)" => SEQUENCES;
+        "UPDATE items SET id = DEFAULT" => SEQUENCES;
+        "DISCARD ALL" => UNRESTORABLE;
+        "DEALLOCATE ALL" => UNRESTORABLE;
+        "LOAD 'auto_explain'" => UNRESTORABLE;
+        "SELECT setseed(0.5)" => UNRESTORABLE;
+        "SELECT ext.dblink_connect('x')" => UNRESTORABLE;
+        "DO $$BEGIN SET search_path TO b; END$$" => OPAQUE;
+        "CALL p()" => OPAQUE;
+        "EXECUTE p" => OPAQUE;
+        "SELECT my_function()" => OPAQUE;
+        "SELECT app.f(1)" => OPAQUE;
+        "VACUUM" => NONE;
+        "FROBNICATE everything" => OPAQUE;
         // Transaction control nobody announced.
-        ("BEGIN", Effects::BEGINS),
-        ("START TRANSACTION", Effects::BEGINS),
-        ("COMMIT", Effects::ENDS),
-        ("END", Effects::ENDS),
-        ("ROLLBACK", Effects::ENDS),
-        ("ABORT", Effects::ENDS),
-        ("COMMIT AND CHAIN", Effects::ENDS),
-        ("PREPARE TRANSACTION 'x'", Effects::ENDS),
-        ("BEGIN; INSERT INTO t DEFAULT VALUES", Effects::BEGINS | Effects::SEQUENCES),
-    ]);
+        "BEGIN" => BEGINS;
+        "START TRANSACTION" => BEGINS;
+        "COMMIT" => ENDS;
+        "END" => ENDS;
+        "ROLLBACK" => ENDS;
+        "ABORT" => ENDS;
+        "COMMIT AND CHAIN" => ENDS;
+        "PREPARE TRANSACTION 'x'" => ENDS;
+        "BEGIN; INSERT INTO t DEFAULT VALUES" => BEGINS | SEQUENCES;
+    }
 }
 
 #[test]
