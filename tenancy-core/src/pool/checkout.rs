@@ -384,7 +384,8 @@ impl TenantPool {
             open.then(|| String::from("ROLLBACK; DISCARD SEQUENCES"))
         } else {
             let always = active && self.inner.always_restore;
-            (open || always || effects.intersects(RESTORED)).then(|| self.restore_message(&state.scope))
+            (open || always || effects.intersects(RESTORED))
+                .then(|| self.restore_message(&state.scope, effects, open))
         };
         if effects.contains(Effects::SEARCH_PATH) && restore.is_none() {
             state.scope = Scope::Unknown;
@@ -401,21 +402,45 @@ impl TenantPool {
         }
     }
 
-    /// One message that returns a session to how the pool left it: ends any
-    /// transaction, closes cursors, resets every setting (then re-applies
-    /// diesel's own), and drops listeners, session advisory locks and
-    /// sequence state; then scopes it again. What cannot be undone in place
-    /// (a temporary schema, made by code the text did not show, or an
-    /// SQL-level prepared statement) makes it fail, and the connection is retired.
-    fn restore_message(&self, scope: &Scope) -> String {
-        let mut sql = String::from(
-            "ROLLBACK; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; CLOSE ALL; \
-             SET TIME ZONE 'UTC'; SET CLIENT_ENCODING TO 'UTF8'; UNLISTEN *; \
-             SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD SEQUENCES; \
-             SELECT CASE WHEN pg_catalog.pg_my_temp_schema() <> 0 \
-                 OR EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_statements WHERE from_sql) \
-             THEN ('tenancy: cannot restore: ' || pg_catalog.pg_my_temp_schema())::int END",
-        );
+    /// One message that returns a session to how the pool left it, undoing
+    /// what `effects` say may have changed: ends any transaction, resets
+    /// every setting (then re-applies diesel's own), closes cursors, drops
+    /// listeners, session advisory locks and sequence state, and scopes the
+    /// session again. For code the text did not show, all of it, and a
+    /// temporary schema it may have made (which cannot be undone in place)
+    /// makes the message fail, so that the connection is retired.
+    fn restore_message(&self, scope: &Scope, effects: Effects, open: bool) -> String {
+        let all = effects.intersects(Effects::OPAQUE) || self.inner.always_restore;
+        let wants = |e: Effects| all || effects.intersects(e);
+        let mut parts: Vec<&str> = Vec::with_capacity(12);
+        if open || wants(Effects::BEGINS.union(Effects::ENDS)) {
+            parts.push("ROLLBACK");
+        }
+        if wants(Effects::SETTING) {
+            parts.extend([
+                "SET SESSION AUTHORIZATION DEFAULT",
+                "RESET ALL",
+                "SET TIME ZONE 'UTC'",
+                "SET CLIENT_ENCODING TO 'UTF8'",
+            ]);
+        }
+        if wants(Effects::CURSOR) {
+            parts.push("CLOSE ALL");
+        }
+        if wants(Effects::LISTEN) {
+            parts.push("UNLISTEN *");
+        }
+        if wants(Effects::ADVISORY_LOCK) {
+            parts.push("SELECT pg_catalog.pg_advisory_unlock_all()");
+        }
+        parts.push("DISCARD SEQUENCES");
+        if all {
+            parts.push(
+                "SELECT CASE WHEN pg_catalog.pg_my_temp_schema() <> 0 \
+                 THEN ('tenancy: cannot restore: ' || pg_catalog.pg_my_temp_schema())::int END",
+            );
+        }
+        let mut sql = parts.join("; ");
         let first = match scope {
             Scope::Tenant(schema) => Some(schema.as_str()),
             Scope::Shared => Some(self.inner.layout.shared()),
