@@ -68,6 +68,11 @@ enum PrepareError {
     Other(DieselError),
 }
 
+/// Remembers, for the transaction, the server session's temporary schema
+/// (`0` for none) as it was when the transaction began.
+const TEMP_SCHEMA_BASELINE: &str =
+    "SELECT pg_catalog.set_config('tenancy.temp_schema', pg_catalog.pg_my_temp_schema()::text, true)";
+
 /// The message a tenant proof raises when the tenant is not ready: its text
 /// survives any `lc_messages` inside the error message.
 pub(crate) const NOT_A_TENANT: &str = "tenancy: not a tenant";
@@ -218,6 +223,9 @@ impl TenantPool {
                 push(begin);
                 push("DISCARD SEQUENCES");
                 push(&format!("SET LOCAL search_path TO {}", path()));
+                // What the COMMIT check compares with: whether the server
+                // session had a temporary schema before this transaction.
+                push(TEMP_SCHEMA_BASELINE);
             }
             // Refused by the callers.
             (true, Purpose::Session) => return Err(PrepareError::Other(DieselError::NotInTransaction)),

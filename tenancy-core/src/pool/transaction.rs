@@ -128,7 +128,7 @@ impl TenantPool {
     /// Commits, behind a transaction pooler after checking, in the same
     /// message, that nothing the statement text could not show (a function,
     /// a trigger, a rule) changed the server session: the search path is
-    /// still the pool's, and no temporary object was created.
+    /// still the pool's, and the session did not get a temporary schema.
     ///
     /// A body that swallowed a failed statement and returned `Ok` left an
     /// aborted transaction, which `COMMIT` would roll back without an error:
@@ -157,14 +157,12 @@ impl TenantPool {
                         crate::sql::quote_literal(&self.inner.layout.bare_path(first))
                     )
                 };
+                // Both checks are expressions of the session's own state: no
+                // catalog query to plan on every commit.
                 format!(
                     "SELECT CASE WHEN {path_check} THEN ('{SESSION_CHANGED}: search_path ' || pg_catalog.current_setting('search_path'))::int \
-                     WHEN pg_catalog.pg_my_temp_schema() <> 0 AND EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
-                       JOIN pg_catalog.pg_class c ON c.oid = d.objid \
-                       WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.refclassid = 'pg_catalog.pg_namespace'::regclass \
-                       AND d.refobjid = pg_catalog.pg_my_temp_schema() \
-                       AND c.xmin::text = (pg_catalog.txid_current_if_assigned() % 4294967296)::text) \
-                     THEN ('{SESSION_CHANGED}: temporary object ' || pg_catalog.pg_my_temp_schema())::int END; \
+                     WHEN pg_catalog.pg_my_temp_schema()::text <> pg_catalog.current_setting('tenancy.temp_schema', true) \
+                     THEN ('{SESSION_CHANGED}: temporary schema ' || pg_catalog.pg_my_temp_schema())::int END; \
                      DISCARD SEQUENCES; COMMIT"
                 )
             }
