@@ -6,7 +6,7 @@
 //! cargo bench -p tenancy-tests --bench guard -- --quick   # 3 rounds of 300 (seconds)
 //! ```
 //!
-//! Every variant runs on one connection (a pool of one, or one plain
+//! Every variant runs on one connection (a pool of one: ours, or an r2d2
 //! connection), same tenant, alternating in short rounds so that drift hits
 //! all alike; each line is the median of the rounds, in µs per operation, and
 //! its ratio to the plain-diesel line it is paired with.
@@ -83,14 +83,43 @@ fn main() {
     let unproven =
         TenantPool::builder().max_size(1).tenant_cache_ttl(std::time::Duration::ZERO).build(&url).unwrap();
     let pooler = TenantPool::builder().max_size(1).pooler_mode(PoolerMode::Transaction).build(&url).unwrap();
-    let plain = std::cell::RefCell::new(PgConnection::establish(&url).unwrap());
-    plain.borrow_mut().batch_execute(&format!("SET search_path TO {}", tenant.quoted())).unwrap();
-    let plain_local = std::cell::RefCell::new(PgConnection::establish(&url).unwrap());
+    // Plain diesel the way services use it: an r2d2 pool (of one, like
+    // ours), its connection already on the tenant's search path.
+    let plain_pool = |search_path: Option<String>, cache: bool| {
+        #[derive(Debug)]
+        struct Setup(Option<String>, bool);
+        impl r2d2::CustomizeConnection<PgConnection, diesel::r2d2::Error> for Setup {
+            fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+                if !self.1 {
+                    conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+                }
+                match &self.0 {
+                    Some(path) => conn
+                        .batch_execute(&format!("SET search_path TO {path}"))
+                        .map_err(diesel::r2d2::Error::QueryError),
+                    None => Ok(()),
+                }
+            }
+        }
+        r2d2::Pool::builder()
+            .max_size(1)
+            // The same settings as ours: no ping on every checkout.
+            .test_on_check_out(false)
+            .connection_customizer(Box::new(Setup(search_path, cache)))
+            .build(diesel::r2d2::ConnectionManager::<PgConnection>::new(&url))
+            .unwrap()
+    };
+    let plain_pool_on_tenant = plain_pool(Some(tenant.quoted()), true);
+    let plain_pool_free = plain_pool(None, true);
+    // Behind a transaction pooler diesel's statement cache is off: the plain
+    // baseline for that mode has it off too.
+    let plain_pool_uncached = plain_pool(None, false);
+
     let path = pool.search_path_for(&tenant);
     let flip = std::cell::Cell::new(false);
 
     let mut variants: Vec<Variant<'_>> = vec![
-        variant("plain diesel: point lookup", "", || drop(lookup(&mut plain.borrow_mut()))),
+        variant("plain diesel: point lookup", "", || drop(lookup(&mut plain_pool_on_tenant.get().unwrap()))),
         variant("tenant(): point lookup", "plain diesel: point lookup", || {
             drop(lookup(&mut pool.tenant(&tenant).unwrap()))
         }),
@@ -99,20 +128,24 @@ fn main() {
             "plain diesel: point lookup",
             || drop(lookup(&mut always.tenant(&tenant).unwrap())),
         ),
-        variant("plain diesel: SET work_mem + point lookup", "", || set_and_lookup(&mut plain.borrow_mut())),
+        variant("plain diesel: SET work_mem + point lookup", "", || {
+            set_and_lookup(&mut plain_pool_on_tenant.get().unwrap())
+        }),
         variant(
             "tenant(): SET work_mem + point lookup (restored at check-in)",
             "plain diesel: SET work_mem + point lookup",
             || set_and_lookup(&mut pool.tenant(&tenant).unwrap()),
         ),
-        variant("plain diesel: own function + point lookup", "", || call_and_lookup(&mut plain.borrow_mut())),
+        variant("plain diesel: own function + point lookup", "", || {
+            call_and_lookup(&mut plain_pool_on_tenant.get().unwrap())
+        }),
         variant(
             "tenant(): own function + point lookup (opaque: restored at check-in)",
             "plain diesel: own function + point lookup",
             || call_and_lookup(&mut pool.tenant(&tenant).unwrap()),
         ),
         variant("plain diesel: SET search_path (alternating) + point lookup", "", || {
-            let mut c = plain_local.borrow_mut();
+            let mut c = plain_pool_free.get().unwrap();
             let to = if flip.replace(!flip.get()) { &tenant } else { &other };
             c.batch_execute(&format!("SET search_path TO {}", to.quoted())).unwrap();
             drop(lookup(&mut c));
@@ -133,8 +166,8 @@ fn main() {
                 drop(lookup(&mut unproven.tenant(to).unwrap()));
             },
         ),
-        variant("plain diesel: transaction with SET LOCAL + point lookup", "", || {
-            let mut c = plain_local.borrow_mut();
+        variant("plain diesel, no statement cache: transaction with SET LOCAL + point lookup", "", || {
+            let mut c = plain_pool_uncached.get().unwrap();
             c.transaction::<_, diesel::result::Error, _>(|c| {
                 c.batch_execute(&format!("SET LOCAL search_path TO {path}"))?;
                 drop(lookup(c));
@@ -144,14 +177,15 @@ fn main() {
         }),
         variant(
             "transaction(), transaction pooler mode (COMMIT carries the check)",
-            "plain diesel: transaction with SET LOCAL + point lookup",
+            "plain diesel, no statement cache: transaction with SET LOCAL + point lookup",
             || {
                 drop(pooler.transaction(&tenant, |c| Ok::<_, TenancyError>(lookup(c))).unwrap());
             },
         ),
         variant("plain diesel: transaction + point lookup", "", || {
-            plain
-                .borrow_mut()
+            plain_pool_on_tenant
+                .get()
+                .unwrap()
                 .transaction::<_, diesel::result::Error, _>(|c| {
                     drop(lookup(c));
                     Ok(())
