@@ -198,6 +198,10 @@ fn the_fast_path_accepts_dsl_and_agrees_with_the_classifier() {
         "INSERT INTO items DEFAULT VALUES",
         "SET search_path TO public",
         "SELECT a$b FROM t",
+        // Found by the fuzz target: one identifier, not `SELECT` and `2`.
+        r#"SELECT2 FROM "items" W1)"#,
+        "SELECT 1into TEMP t FROM items",
+        "SELECT 1e5into TEMP t FROM items",
     ] {
         assert_eq!(fast_path(sql), None, "{sql}");
     }

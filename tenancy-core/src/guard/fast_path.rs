@@ -13,7 +13,11 @@ use super::lexer::eq_fold;
 pub(crate) fn fast_path(sql: &str) -> Option<Effects> {
     let b = sql.as_bytes();
     let mut i = b.iter().position(|c| !c.is_ascii_whitespace())?;
-    let first_end = i + b[i..].iter().position(|c| !c.is_ascii_alphabetic()).unwrap_or(b.len() - i);
+    // The whole first word: `SELECT2` is one identifier, not `SELECT` and `2`.
+    let first_end = i + b[i..]
+        .iter()
+        .position(|&c| !(c.is_ascii_alphanumeric() || c == b'_' || c == b'$'))
+        .unwrap_or(b.len() - i);
     let first = &b[i..first_end];
     if !(eq_fold(first, "select") || eq_fold(first, "update") || eq_fold(first, "delete")) {
         return None;
@@ -71,7 +75,10 @@ pub(crate) fn fast_path(sql: &str) -> Option<Effects> {
                 last_word = None;
             }
             b'0'..=b'9' => {
-                while b.get(i).is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'.' || *c == b'_') {
+                // Digits only: letters after a number (`1into`, an exponent)
+                // are looked at as a word of their own, as older servers
+                // read them.
+                while b.get(i).is_some_and(|c| c.is_ascii_digit() || *c == b'.' || *c == b'_') {
                     i += 1;
                 }
                 last_word = None;
