@@ -125,10 +125,24 @@ impl Catalog {
         functions: impl IntoIterator<Item = String>,
         ruled_relations: impl IntoIterator<Item = String>,
     ) -> Self {
+        Self::with_shadowed(functions, ruled_relations, [])
+    }
+
+    /// Like [`Catalog::with_harmless`], less the built-in names that
+    /// functions elsewhere overload ([`Catalog::SHADOWED_SQL`]): an
+    /// unqualified call of such a name may resolve to that function.
+    pub(crate) fn with_shadowed(
+        functions: impl IntoIterator<Item = String>,
+        ruled_relations: impl IntoIterator<Item = String>,
+        shadowed: impl IntoIterator<Item = String>,
+    ) -> Self {
+        let shadowed: HashSet<String> = shadowed.into_iter().map(|s| s.to_ascii_lowercase()).collect();
         let harmless = functions
             .into_iter()
             .chain(VOLATILE_BUT_HARMLESS.iter().map(|s| s.to_string()))
-            .map(|s| s.to_ascii_lowercase().into_bytes().into_boxed_slice())
+            .map(|s| s.to_ascii_lowercase())
+            .filter(|s| !shadowed.contains(s))
+            .map(|s| s.into_bytes().into_boxed_slice())
             .collect();
         let ruled_relations = ruled_relations
             .into_iter()
@@ -142,6 +156,18 @@ impl Catalog {
     pub(crate) const FUNCTIONS_SQL: &'static str = "SELECT proname::text AS name FROM pg_catalog.pg_proc \
          WHERE pronamespace = 'pg_catalog'::regnamespace GROUP BY proname \
          HAVING bool_and(provolatile IN ('i', 's') AND prokind IN ('f', 'a', 'w'))";
+
+    /// Names of `pg_catalog` functions that a function of another schema
+    /// overloads, other than one an extension installed: PostgreSQL resolves
+    /// an unqualified call to the best-matching overload in the search path,
+    /// which may be that one, whatever the built-in's volatility.
+    pub(crate) const SHADOWED_SQL: &'static str =
+        "SELECT DISTINCT o.proname::text AS name FROM pg_catalog.pg_proc o \
+         WHERE o.pronamespace <> 'pg_catalog'::regnamespace \
+         AND EXISTS (SELECT 1 FROM pg_catalog.pg_proc b \
+             WHERE b.pronamespace = 'pg_catalog'::regnamespace AND b.proname = o.proname) \
+         AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d \
+             WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = o.oid AND d.deptype = 'e')";
 
     /// Every `pg_catalog` relation with a rule that runs on a write.
     pub(crate) const RELATIONS_SQL: &'static str = "SELECT DISTINCT c.relname::text AS name \

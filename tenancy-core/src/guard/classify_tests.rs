@@ -181,7 +181,7 @@ fn the_fast_path_accepts_dsl_and_agrees_with_the_classifier() {
         "  select count(*) from items",
     ];
     for sql in dsl {
-        assert_eq!(fast_path(sql), Some(Effects::NONE), "{sql}");
+        assert_eq!(fast_path(sql, &Catalog::default()), Some(Effects::NONE), "{sql}");
         assert_eq!(effects(sql), Effects::NONE, "{sql}");
     }
     for sql in [
@@ -202,8 +202,12 @@ fn the_fast_path_accepts_dsl_and_agrees_with_the_classifier() {
         r#"SELECT2 FROM "items" W1)"#,
         "SELECT 1into TEMP t FROM items",
         "SELECT 1e5into TEMP t FROM items",
+        // A qualified name calls that schema's function, whatever its name.
+        "SELECT evil.lower(1)",
+        r#"SELECT "evil".count(*) FROM items"#,
+        "UPDATE].avg(((((((((((U](avg(8(max(].avg(((((((((((UPDATE](=*",
     ] {
-        assert_eq!(fast_path(sql), None, "{sql}");
+        assert_eq!(fast_path(sql, &Catalog::default()), None, "{sql}");
     }
 }
 
@@ -232,6 +236,6 @@ fn degenerate_input_is_classified_without_panicking() {
         ")))",
     ] {
         let _ = effects(sql);
-        let _ = fast_path(sql);
+        let _ = fast_path(sql, &Catalog::default());
     }
 }

@@ -1,16 +1,17 @@
 //! The fast path: a quick look at the statements nearly all traffic
 //! consists of, before the full classifier.
 
+use super::catalog::Catalog;
 use super::effects::Effects;
 use super::lexer::eq_fold;
 
 /// A quick look for the statements nearly all traffic consists of: a single
 /// `SELECT`, `UPDATE` or `DELETE` in the shape diesel's DSL writes, with no
 /// literal strings, comments, dollar quotes or escapes, naming nothing in
-/// `pg_*`, and calling only a few everyday aggregates and string functions.
+/// `pg_*`, and calling, unqualified, only functions the catalog trusts.
 /// Says [`Effects::NONE`] only where [`classify`] says so too; `None` sends
 /// the statement to [`classify`].
-pub(crate) fn fast_path(sql: &str) -> Option<Effects> {
+pub(crate) fn fast_path(sql: &str, catalog: &Catalog) -> Option<Effects> {
     let b = sql.as_bytes();
     let mut i = b.iter().position(|c| !c.is_ascii_whitespace())?;
     // The whole first word: `SELECT2` is one identifier, not `SELECT` and `2`.
@@ -22,17 +23,23 @@ pub(crate) fn fast_path(sql: &str) -> Option<Effects> {
     if !(eq_fold(first, "select") || eq_fold(first, "update") || eq_fold(first, "delete")) {
         return None;
     }
-    const CALLABLE: &[&str] = &[
-        "where", "and", "or", "not", "in", "any", "all", "exists", "values", "select", "from", "on", "count",
-        "sum", "min", "max", "avg", "lower", "upper", "coalesce", "length", "using", "having", "by", "when",
-        "then", "else", "case", "join",
+    // Keywords a parenthesis may follow; any other word before one is a
+    // function, trusted only if the catalog trusts it.
+    const KEYWORDS: &[&str] = &[
+        "where", "and", "or", "not", "in", "any", "all", "exists", "values", "select", "from", "on", "using",
+        "having", "by", "when", "then", "else", "case", "join", "coalesce",
     ];
     let update = eq_fold(first, "update");
-    // The last word seen, and whether it was quoted.
+    // The last word seen, and whether it was quoted or qualified (`s.lower(`
+    // calls a function of schema `s`, which may be anyone's code).
     let mut last_word: Option<(&[u8], bool)> = None;
+    let mut after_dot = false;
     i = first_end;
     while i < b.len() {
         let c = b[i];
+        // Whether a dot came right before this token (spaces may stand between).
+        let qualified =
+            if matches!(c, b' ' | b'\t' | b'\n') { after_dot } else { std::mem::take(&mut after_dot) };
         match c {
             b'"' => {
                 let len = b[i + 1..].iter().position(|&c| c == b'"')?;
@@ -52,12 +59,13 @@ pub(crate) fn fast_path(sql: &str) -> Option<Effects> {
                 if plain_word_hazard(word, update) || b.get(i + len) == Some(&b'$') {
                     return None;
                 }
-                last_word = Some((word, false));
+                last_word = Some((word, qualified));
                 i += len;
             }
             b'(' => {
-                if let Some((word, quoted)) = last_word {
-                    if quoted || !CALLABLE.iter().any(|kw| eq_fold(word, kw)) {
+                if let Some((word, quoted_or_qualified)) = last_word {
+                    let keyword = KEYWORDS.iter().any(|kw| eq_fold(word, kw));
+                    if quoted_or_qualified || !(keyword || catalog.is_harmless(word)) {
                         return None;
                     }
                 }
@@ -84,7 +92,12 @@ pub(crate) fn fast_path(sql: &str) -> Option<Effects> {
                 last_word = None;
             }
             b' ' | b'\t' | b'\n' => i += 1,
-            b')' | b',' | b'.' | b'=' | b'<' | b'>' | b'*' | b'+' | b'%' | b'[' | b']' => {
+            b'.' => {
+                last_word = None;
+                after_dot = true;
+                i += 1;
+            }
+            b')' | b',' | b'=' | b'<' | b'>' | b'*' | b'+' | b'%' | b'[' | b']' => {
                 last_word = None;
                 i += 1;
             }

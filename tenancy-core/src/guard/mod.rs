@@ -128,7 +128,7 @@ impl Guard {
         }
         self.buf.clear();
         let _ = write!(SqlOnly { out: &mut self.buf, calls: 0 }, "{query}");
-        let effects = if let Some(effects) = fast_path(&self.buf) {
+        let effects = if let Some(effects) = fast_path(&self.buf, &self.catalog) {
             effects
         } else if let Some(&effects) = self.known.get(self.buf.as_str()).filter(|_| !managed) {
             effects

@@ -302,7 +302,8 @@ impl TenantPoolBuilder {
 }
 
 /// What the session guard may trust, read from the server: its immutable and
-/// stable built-in functions, and its catalog relations with write rules.
+/// stable built-in functions (less those another schema's functions
+/// overload), and its catalog relations with write rules.
 fn read_catalog(conn: &mut PgConnection) -> Result<Catalog, TenancyError> {
     #[derive(QueryableByName)]
     struct Name {
@@ -311,7 +312,12 @@ fn read_catalog(conn: &mut PgConnection) -> Result<Catalog, TenancyError> {
     }
     let functions: Vec<Name> = diesel::sql_query(Catalog::FUNCTIONS_SQL).load(conn)?;
     let relations: Vec<Name> = diesel::sql_query(Catalog::RELATIONS_SQL).load(conn)?;
-    Ok(Catalog::with_harmless(functions.into_iter().map(|n| n.name), relations.into_iter().map(|n| n.name)))
+    let shadowed: Vec<Name> = diesel::sql_query(Catalog::SHADOWED_SQL).load(conn)?;
+    Ok(Catalog::with_shadowed(
+        functions.into_iter().map(|n| n.name),
+        relations.into_iter().map(|n| n.name),
+        shadowed.into_iter().map(|n| n.name),
+    ))
 }
 
 #[cfg(test)]

@@ -124,7 +124,8 @@ fn call(family: &'static str, call: String) -> Hazard {
 }
 
 /// Every hazard, for a borrower of tenant `a` whose neighbour is `b`.
-fn hazards(b: &SchemaName, n: u64) -> Vec<Hazard> {
+fn hazards(a: &SchemaName, b: &SchemaName, n: u64) -> Vec<Hazard> {
+    let own = a.quoted();
     let b = b.quoted();
     let bl = format!("'{b}'");
     vec![
@@ -173,6 +174,10 @@ fn hazards(b: &SchemaName, n: u64) -> Vec<Hazard> {
         call("function", String::from("hz_set_timeout()")),
         call("function", String::from("hz_lock()")),
         call("function", String::from("hz_temp()")),
+        // A function of the tenant's that overloads a built-in name, called
+        // unqualified and qualified.
+        call("function", String::from("lower(1)")),
+        call("function", format!("{own}.lower(2)")),
     ]
 }
 
@@ -182,7 +187,8 @@ fn functions_ddl(neighbour: &SchemaName) -> String {
         "CREATE FUNCTION hz_set_path() RETURNS int LANGUAGE plpgsql AS $f$BEGIN PERFORM set_config('search_path', '{b}', false); RETURN 1; END$f$; \
          CREATE FUNCTION hz_set_timeout() RETURNS int LANGUAGE plpgsql AS $f$BEGIN SET statement_timeout = 3000; RETURN 1; END$f$; \
          CREATE FUNCTION hz_lock() RETURNS int LANGUAGE plpgsql AS $f$BEGIN PERFORM pg_advisory_lock(99); RETURN 1; END$f$; \
-         CREATE FUNCTION hz_temp() RETURNS int LANGUAGE plpgsql AS $f$BEGIN CREATE TEMP TABLE IF NOT EXISTS hz_fn_temp (id int); RETURN 1; END$f$;",
+         CREATE FUNCTION hz_temp() RETURNS int LANGUAGE plpgsql AS $f$BEGIN CREATE TEMP TABLE IF NOT EXISTS hz_fn_temp (id int); RETURN 1; END$f$; \
+         CREATE FUNCTION lower(x int) RETURNS int LANGUAGE plpgsql AS $f$BEGIN PERFORM set_config('search_path', '{b}', false); RETURN x; END$f$;",
         b = neighbour.quoted()
     )
 }
@@ -428,7 +434,7 @@ fn session_mode(always_restore: bool, families: &[&str]) {
     while ran < cases() {
         let (a, b) = if rng.random_bool(0.5) { (0, 1) } else { (1, 0) };
         let (a, b) = (&schemas.names[a], &schemas.names[b]);
-        let all = hazards(b, rng.random_range(1..1_000_000));
+        let all = hazards(a, b, rng.random_range(1..1_000_000));
         let candidates: Vec<&Hazard> = all.iter().filter(|h| families.contains(&h.family)).collect();
         let h = *candidates.choose(&mut rng).unwrap();
         let disguise = *DISGUISES.choose(&mut rng).unwrap();
@@ -528,7 +534,7 @@ fn nothing_reaches_other_pgbouncer_clients_and_refusals_commit_nothing() {
     let cases = cases() / 2;
     while ran < cases {
         let (a, b) = schemas.pair();
-        let all = hazards(b, rng.random_range(1..1_000_000));
+        let all = hazards(a, b, rng.random_range(1..1_000_000));
         // What server code does beyond the search path and temporary objects
         // is not checked behind a pooler (see the README).
         let checked: Vec<&Hazard> = all

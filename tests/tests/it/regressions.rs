@@ -601,3 +601,32 @@ fn server_code_cannot_change_the_shared_server_session_behind_a_pooler() {
         assert_clean(&mut default.tenant(a).unwrap(), a, sql);
     }
 }
+
+/// Found by the guard's fuzz target: the quick look for everyday statements
+/// let `lower(`, `count(`... through even when qualified by a schema, which
+/// calls that schema's function; and an unqualified call of a built-in name
+/// resolves to a better-matching function of the tenant's schema.
+#[test]
+fn a_function_that_borrows_a_built_in_name_is_code_of_your_own() {
+    let schemas = Schemas::create("overload", 2, ITEMS_DDL);
+    let (a, b) = schemas.pair();
+    admin()
+        .batch_execute(&format!(
+            "CREATE FUNCTION {a}.lower(x int) RETURNS int LANGUAGE plpgsql AS \
+             $f$BEGIN PERFORM set_config('search_path', '{b}', false); RETURN x; END$f$",
+            a = a.quoted(),
+            b = b.quoted()
+        ))
+        .unwrap();
+    // Built after the overload exists: the guard no longer trusts the name.
+    let pool = pool_of(1);
+    for sql in [format!("SELECT {}.lower(1)", a.as_str()), String::from("SELECT lower(1)")] {
+        let mut conn = pool.tenant(a).unwrap();
+        diesel::sql_query(&sql).execute(&mut *conn).unwrap();
+        drop(conn);
+        let mut conn = pool.tenant(a).unwrap();
+        assert_clean(&mut conn, a, &sql);
+        insert(&mut conn, a, &sql).unwrap();
+    }
+    assert!(bodies(b).is_empty(), "a's writes landed in b");
+}
