@@ -1,10 +1,8 @@
 //! [`TenantContext`]: anything that knows its tenant, and [`Tenant`], the
 //! ready-made one.
 
-use diesel::PgConnection;
-
 use crate::error::TenancyError;
-use crate::pool::{TenantConnection, TenantPool};
+use crate::pool::{TenantConnection, TenantPool, TransactionBuilder};
 use crate::schema_name::SchemaName;
 
 /// A value that knows which tenant it works for, and through which pool.
@@ -32,7 +30,8 @@ use crate::schema_name::SchemaName;
 #[diagnostic::on_unimplemented(
     message = "`{Self}` does not say which tenant it serves: it does not implement `TenantContext`",
     label = "this must be a tenant context",
-    note = "pass a `tenancy_core::Tenant` (from `TenantPool::for_tenant`), or implement `TenantContext` for `{Self}` by returning its pool and tenant schema"
+    note = "use a `tenancy_core::Tenant` (from `pool.for_tenant(schema)`), or a struct holding one with `#[derive(TenantContext)]`",
+    note = "a `TenantPool` itself serves every tenant, so it is not a tenant context"
 )]
 pub trait TenantContext {
     /// The pool connections come from.
@@ -49,10 +48,16 @@ pub trait TenantContext {
     /// Runs `f` in a transaction scoped to this tenant ([`TenantPool::transaction`]).
     fn tenant_transaction<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: FnOnce(&mut PgConnection) -> Result<T, E>,
+        F: FnOnce(&mut TenantConnection) -> Result<T, E>,
         E: From<TenancyError>,
     {
         self.tenant_pool().transaction(self.tenant_schema(), f)
+    }
+
+    /// A transaction scoped to this tenant with options (isolation level,
+    /// read only, deferrable): [`TenantPool::build_transaction`].
+    fn build_tenant_transaction(&self) -> TransactionBuilder<'_> {
+        self.tenant_pool().build_transaction(self.tenant_schema())
     }
 }
 

@@ -77,7 +77,12 @@ pub enum TenancyError {
     #[error(transparent)]
     Database(#[from] diesel::result::Error),
 
-    /// A session-scoped checkout was asked of a pool in transaction pooler mode.
+    /// A session-scoped checkout was asked of a pool in transaction pooler
+    /// mode. No longer returned: behind a transaction pooler a checkout is
+    /// scoped inside a transaction instead.
+    #[deprecated(
+        note = "no longer returned: behind a transaction pooler, `tenant()` and `shared()` scope a transaction"
+    )]
     #[error(
         "{operation} needs a session of its own, but this pool is in transaction pooler mode (PgBouncer pool_mode=transaction), where session state leaks between clients; use {} instead",
         alternative(operation)
@@ -98,6 +103,18 @@ pub enum TenancyError {
         "the transaction was rolled back: a statement in it would have changed session state (SET, set_config, PREPARE, a temporary table, a session advisory lock, LISTEN) or ended the transaction (COMMIT, ROLLBACK); use SET LOCAL, set_config(.., true), pg_advisory_xact_lock, and nested transactions (conn.transaction) instead"
     )]
     SessionStateRefused,
+
+    /// A statement failed in a scope that runs as one transaction (a
+    /// checkout behind a transaction pooler), so the transaction was rolled
+    /// back: nothing done through that checkout committed.
+    #[error("nothing done through this connection was committed: a statement failed, and behind a transaction pooler a checkout is one transaction, which was rolled back")]
+    ScopeRolledBack,
+
+    /// A transaction with options (isolation level, read only, deferrable)
+    /// was asked for inside a transaction, where it can only be a
+    /// savepoint of the outer one, which keeps the outer one's options.
+    #[error("transaction options apply to the outermost transaction only; this one would be a savepoint of a transaction already open: set the options where that transaction begins")]
+    NestedTransactionOptions,
 
     /// The connection a tenant transaction ran on was exchanged for another
     /// one while the body ran (say with `std::mem::swap` on `&mut
@@ -245,13 +262,5 @@ mod tests {
         };
         assert!(!error.to_string().contains("boom"));
         assert_eq!(error.source().map(ToString::to_string).as_deref(), Some("boom"));
-    }
-
-    #[test]
-    fn refused_sessions_name_the_call_to_use() {
-        let shared = TenancyError::SessionRefused { operation: "TenantPool::shared" }.to_string();
-        assert!(shared.contains("shared_transaction"), "{shared}");
-        let tenant = TenancyError::SessionRefused { operation: "TenantPool::tenant" }.to_string();
-        assert!(tenant.contains("TenantPool::transaction"), "{tenant}");
     }
 }

@@ -95,6 +95,7 @@ mod pool;
 mod provision;
 mod registry;
 mod schema_name;
+mod scope;
 mod session;
 mod sql;
 mod tenants;
@@ -111,12 +112,13 @@ pub use migrate::{
     migrate_all, MigrateOptions, MigrationCounts, MigrationReport, Progress, TenantMigration, TenantOutcome,
 };
 pub use pool::{
-    InstrumentationFactory, PoolState, PoolerMode, SharedConnection, TenantConnection, TenantPool,
-    TenantPoolBuilder,
+    InstrumentationFactory, IsolationLevel, PoolState, PoolerMode, SharedConnection, TenantConnection,
+    TenantPool, TenantPoolBuilder, TransactionBuilder, TransactionOptions,
 };
 pub use provision::{adopt, drop_tenant, provision, Provisioned};
 pub use registry::{TenantRecord, TenantState, UnknownTenantState};
 pub use schema_name::{SchemaName, SchemaNameError, DEFAULT_REGISTRY_SCHEMA, MAX_LEN};
+pub use scope::{Nested, Scope, ScopedConnection};
 pub use tenancy_macros::{tenant_scoped, TenantContext};
 pub use tenants::{list_tenants, tenant_exists, tenant_record};
 

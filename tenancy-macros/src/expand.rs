@@ -44,7 +44,7 @@ fn fallback(func: &ScopedFn, args: &Args, errors: Option<syn::Error>) -> TokenSt
     let mut tokens = errors.map(|e| e.to_compile_error()).unwrap_or_default();
     let body = func.with_body(|stmts| {
         quote! {
-            let #conn: &mut ::tenancy_core::diesel::PgConnection = loop {};
+            let #conn: &mut ::tenancy_core::TenantConnection = loop {};
             #stmts
         }
     });
@@ -126,7 +126,17 @@ impl<'a> Plan<'a> {
                 ));
                 None
             }
-            ReturnType::Type(_, ty) => Some(&**ty),
+            ReturnType::Type(_, ty) => {
+                if let Some(connection) = names_a_connection(ty) {
+                    errors.push(syn::Error::new(
+                        connection.span(),
+                        format!(
+                            "a `#[tenant_scoped]` function cannot return its connection: `{connection}` goes back to the pool (and its transaction ends) when the function returns; return what the body read instead, or let the caller hold the connection and pass it in as the context (`ctx = scope` with `scope: &mut TenantConnection`)"
+                        ),
+                    ));
+                }
+                Some(&**ty)
+            }
         };
 
         let bindings = parameter_bindings(sig);
@@ -202,41 +212,42 @@ impl<'a> Plan<'a> {
         let Context(context, context_span) = &self.context;
         let conn = &self.conn;
         let return_span = self.return_type.span();
-        let pg_connection = quote!(::tenancy_core::diesel::PgConnection);
-        let context = quote_spanned!(*context_span=> &#context);
-
-        self.func.with_body(|stmts| {
-            if self.transaction {
-                let fake_return_edge = fake_return_edge(self.return_type);
-                let body = quote! {
-                    |#conn: &mut #pg_connection| {
-                        #fake_return_edge
-                        #stmts
-                    }
-                };
-                // Spanned as a whole at the return type, which is what a
-                // non-`Result` or a missing `From` impl is about.
-                quote_spanned!(return_span=> ::tenancy_core::__private::tenant_transaction(#context, #body))
-            } else {
-                // Hygienic names: the body cannot see the guard behind `conn`.
-                let guard = Ident::new("tenant_connection", Span::mixed_site());
-                let error = Ident::new("error", Span::mixed_site());
-                let checkout =
-                    quote_spanned!(*context_span=> ::tenancy_core::__private::tenant_connection(#context));
-                let failed = quote_spanned!(return_span=> ::tenancy_core::__private::checkout_failed(#error));
-                // The body is the arm's value, so its temporaries are dropped
-                // before the guard, and `return`/`?` leave the function as written.
-                quote! {
-                    match #checkout {
-                        ::core::result::Result::Ok(mut #guard) => {
-                            #[allow(unused_variables)]
-                            let #conn: &mut #pg_connection = &mut #guard;
-                            #stmts
-                        }
-                        ::core::result::Result::Err(#error) => #failed,
-                    }
+        let mut func = self.func.clone();
+        // `self` is a tenant context; a parameter may also be a connection
+        // the caller holds (`&mut TenantConnection`, `impl Scope`), which is
+        // reborrowed for the body, hence `&mut` (of a mutable binding).
+        let (enter, begin) = if context.to_string() == "self" {
+            (quote!(enter_context), quote!(begin_context))
+        } else {
+            (quote!(enter), quote!(begin))
+        };
+        let context = if context.to_string() == "self" {
+            quote_spanned!(*context_span=> &#context)
+        } else if func.make_mutable(&context.to_string()) {
+            quote_spanned!(*context_span=> &mut #context)
+        } else {
+            quote_spanned!(*context_span=> &mut &#context)
+        };
+        let enter = if self.transaction {
+            quote_spanned!(*context_span=> ::tenancy_core::__private::#begin(#context, ::tenancy_core::TransactionOptions::new()))
+        } else {
+            quote_spanned!(*context_span=> ::tenancy_core::__private::#enter(#context))
+        };
+        let fake_return_edge = fake_return_edge(self.return_type);
+        func.with_body(|stmts| {
+            // The scope is entered before the body runs, so the body may use
+            // the context (even `&mut self`) as it likes; the body is a
+            // closure, so that every way out of it (`return`, `?`, its
+            // value) goes through the end of the scope.
+            let body = quote! {
+                |#[allow(unused_variables)] #conn: &mut ::tenancy_core::TenantConnection| {
+                    #fake_return_edge
+                    #stmts
                 }
-            }
+            };
+            // Spanned as a whole at the return type, which is what a
+            // non-`Result` or a missing `From` impl is about.
+            quote_spanned!(return_span=> ::tenancy_core::__private::scoped(#enter, #body))
         })
     }
 }
@@ -279,6 +290,25 @@ impl VisitMut for ImplTraitEraser {
             syn::visit_mut::visit_type_mut(self, ty);
         }
     }
+}
+
+/// The connection type a return type names, if any: the scoped connection
+/// cannot outlive the function.
+fn names_a_connection(ty: &Type) -> Option<Ident> {
+    fn find(tokens: TokenStream) -> Option<Ident> {
+        tokens.into_iter().find_map(|tree| match tree {
+            proc_macro2::TokenTree::Ident(ident)
+                if ["PgConnection", "TenantConnection", "SharedConnection", "PooledConnection"]
+                    .iter()
+                    .any(|name| ident == name) =>
+            {
+                Some(ident)
+            }
+            proc_macro2::TokenTree::Group(group) => find(group.stream()),
+            _ => None,
+        })
+    }
+    find(ty.to_token_stream())
 }
 
 /// Types that are certainly not a `Result`. A path may name one (`Result`,

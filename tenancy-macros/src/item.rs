@@ -7,10 +7,11 @@
 use proc_macro2::TokenStream;
 use quote::{ToTokens, TokenStreamExt};
 use syn::parse::{Parse, ParseStream};
-use syn::{braced, token, Attribute, Signature, Token, Visibility};
+use syn::{braced, token, Attribute, FnArg, Pat, Signature, Token, Visibility};
 
 /// A free function, an inherent or trait impl method, or a trait method with
 /// or without a default body.
+#[derive(Clone)]
 pub(crate) struct ScopedFn {
     pub(crate) attrs: Vec<Attribute>,
     pub(crate) vis: Visibility,
@@ -19,6 +20,7 @@ pub(crate) struct ScopedFn {
 }
 
 /// What follows the signature.
+#[derive(Clone)]
 pub(crate) enum Body {
     /// `{ ... }`: inner attributes, then the statements as written.
     Block { brace: token::Brace, inner_attrs: Vec<Attribute>, stmts: TokenStream },
@@ -51,6 +53,22 @@ impl ScopedFn {
         self.vis.to_tokens(&mut tokens);
         self.sig.to_tokens(&mut tokens);
         tokens
+    }
+
+    /// Makes the parameter bound to `name` a mutable binding, when it is a
+    /// parameter of its own (not inside a pattern); says whether it is.
+    pub(crate) fn make_mutable(&mut self, name: &str) -> bool {
+        for input in &mut self.sig.inputs {
+            if let FnArg::Typed(typed) = input {
+                if let Pat::Ident(binding) = &mut *typed.pat {
+                    if binding.ident == name && binding.by_ref.is_none() && binding.subpat.is_none() {
+                        binding.mutability.get_or_insert_with(Default::default);
+                        return true;
+                    }
+                }
+            }
+        }
+        false
     }
 
     /// The function with its statements replaced by `new_body(statements)`;

@@ -13,7 +13,7 @@ mod snapshots;
 
 use proc_macro::TokenStream;
 
-/// Gives a function a `conn: &mut PgConnection` that resolves table names in
+/// Gives a function a `conn: &mut TenantConnection` that resolves table names in
 /// one tenant's schema, and in no other.
 ///
 /// The connection is checked out through the function's tenant context, a
@@ -103,26 +103,29 @@ use proc_macro::TokenStream;
 /// In transaction mode the body is a closure run while the context is
 /// borrowed, so the body may use the context by shared reference only.
 ///
+/// # Composing
+///
+/// The context may be anything implementing `tenancy_core::Scope`: a tenant
+/// context checks a connection out, and a `&mut TenantConnection` the caller
+/// holds (such as its own `conn`) is used as it is, inside its transaction
+/// (where `transaction` makes a savepoint). A parameter `scope: impl Scope`
+/// makes a function callable both ways: `count(&dal)` or `count(&mut *conn)`.
+///
 /// # What it becomes
 ///
 /// ```text
 /// // #[tenant_scoped]
 /// pub fn names(&self) -> Result<Vec<String>, DalError> {
-///     match ::tenancy_core::__private::tenant_connection(&self) {
-///         Ok(mut tenant_connection) => {
-///             let conn: &mut PgConnection = &mut tenant_connection;
+///     ::tenancy_core::__private::scoped(
+///         ::tenancy_core::__private::enter_context(&self), // the checkout, before the body
+///         |conn: &mut TenantConnection| {
 ///             Ok(agents::table.select(agents::name).load(conn)?)
-///         }
-///         Err(error) => ::tenancy_core::__private::checkout_failed(error),
-///     }
+///         },
+///     ) // then the end of the scope: the connection goes back
 /// }
 ///
-/// // #[tenant_scoped(transaction)]
-/// pub fn move_team(&self, from: i64, to: i64) -> Result<usize, DalError> {
-///     ::tenancy_core::__private::tenant_transaction(&self, |conn: &mut PgConnection| {
-///         /* the body */
-///     })
-/// }
+/// // #[tenant_scoped(transaction)]: `begin_context` instead, and the end
+/// // commits on `Ok` and rolls back on `Err` or a panic.
 /// ```
 ///
 /// # Compile errors

@@ -101,6 +101,34 @@ fn free_function_takes_its_context_and_connection_names() {
 }
 
 #[test]
+fn a_scope_parameter_is_reborrowed_for_the_body() {
+    check(
+        "scope_parameter",
+        quote! {
+            #[tenant_scoped(ctx = scope, transaction)]
+            pub fn rename(scope: impl Scope, id: i64, name: &str) -> Result<usize, TenancyError> {
+                Ok(diesel::update(agents::table.find(id)).set(agents::name.eq(name)).execute(conn)?)
+            }
+        },
+        free,
+    );
+}
+
+#[test]
+fn returning_the_connection_is_refused_at_the_return_type() {
+    let out = tenant_scoped(
+        quote!(ctx = tenant),
+        quote!(
+            fn leak(tenant: &Tenant) -> Result<&mut TenantConnection, TenancyError> {
+                Ok(conn)
+            }
+        ),
+    )
+    .to_string();
+    assert!(out.contains("cannot return its connection"), "{out}");
+}
+
+#[test]
 fn trait_default_method_is_scoped_like_any_method() {
     check(
         "trait_default_method",

@@ -201,6 +201,11 @@ impl TenantPool {
             }
             sql.push_str(part);
         };
+        // `BEGIN` first: statements before it in the message would join its
+        // transaction anyway, and its options must come before any query.
+        if let Purpose::Transaction { begin } = purpose {
+            push(begin);
+        }
         if proven_at.is_none() {
             push(&self.proof(target));
         }
@@ -212,15 +217,11 @@ impl TenantPool {
                 if switching {
                     push(&format!("SET search_path TO {}", path()));
                 }
-                if let Purpose::Transaction { begin } = purpose {
-                    push(begin);
-                    if matches!(target, Target::Internal(_)) {
-                        push(&format!("SET LOCAL search_path TO {}", path()));
-                    }
+                if matches!((purpose, target), (Purpose::Transaction { .. }, Target::Internal(_))) {
+                    push(&format!("SET LOCAL search_path TO {}", path()));
                 }
             }
-            (true, Purpose::Transaction { begin }) => {
-                push(begin);
+            (true, Purpose::Transaction { .. }) => {
                 push("DISCARD SEQUENCES");
                 push(&format!("SET LOCAL search_path TO {}", path()));
                 // What the COMMIT check compares with: whether the server

@@ -14,7 +14,9 @@ mod builder;
 mod checkout;
 mod connection;
 mod manager;
+mod options;
 mod roster;
+mod traits;
 mod transaction;
 
 use std::fmt;
@@ -26,8 +28,11 @@ use diesel::PgConnection;
 pub(crate) use builder::Hook;
 pub use builder::{PoolerMode, TenantPoolBuilder};
 pub(crate) use checkout::Target;
+pub(crate) use connection::Ending;
 pub use connection::{SharedConnection, TenantConnection};
 pub use manager::InstrumentationFactory;
+pub use options::{IsolationLevel, TransactionBuilder, TransactionOptions};
+pub(crate) use transaction::run_open;
 
 use crate::error::TenancyError;
 use crate::layout::Layout;
@@ -151,35 +156,40 @@ impl TenantPool {
         self.inner.layout.tenant_path(schema)
     }
 
-    fn refuse_session(&self, operation: &'static str) -> Result<(), TenancyError> {
-        match self.inner.pooler_mode {
-            PoolerMode::Session => Ok(()),
-            PoolerMode::Transaction => Err(TenancyError::SessionRefused { operation }),
-        }
-    }
-
     /// A connection whose search path is exactly `schema` (followed by any
     /// configured extension schemas and `pg_temp`).
     ///
     /// Costs no round trip when the connection handed out already serves
     /// `schema`, and one message otherwise, which also proves (unless that
     /// was done recently) that `schema` is a registered tenant: anything
-    /// else is [`TenancyError::TenantNotFound`]. Refused in
-    /// [`PoolerMode::Transaction`].
+    /// else is [`TenancyError::TenantNotFound`].
+    ///
+    /// In [`PoolerMode::Transaction`] the connection is scoped inside a
+    /// transaction (a session scope could leak to other clients of the
+    /// pooler), opened in the same one message, and committed when the
+    /// connection goes back: everything done through it commits together,
+    /// or nothing if a statement failed. [`TenantConnection::close`] says
+    /// whether it committed.
     pub fn tenant(&self, schema: &SchemaName) -> Result<TenantConnection, TenancyError> {
-        self.refuse_session("TenantPool::tenant")?;
-        let target = Target::Tenant(schema);
-        let pooled = self.acquire(target, checkout::Purpose::Session)?;
-        Ok(TenantConnection::new(pooled, self, target))
+        self.scope(Target::Tenant(schema))
     }
 
     /// A connection whose search path is the shared schema (`public` by
-    /// default), for tables shared by all tenants. Refused in
-    /// [`PoolerMode::Transaction`]; use [`TenantPool::shared_transaction`].
+    /// default), for tables shared by all tenants. Behind a transaction
+    /// pooler it is one transaction, as for [`TenantPool::tenant`].
     pub fn shared(&self) -> Result<SharedConnection, TenancyError> {
-        self.refuse_session("TenantPool::shared")?;
-        let pooled = self.acquire(Target::Shared, checkout::Purpose::Session)?;
-        Ok(SharedConnection(TenantConnection::new(pooled, self, Target::Shared)))
+        self.scope(Target::Shared).map(SharedConnection)
+    }
+
+    /// A session checkout, or behind a transaction pooler a scope that runs as one transaction.
+    fn scope(&self, target: Target<'_>) -> Result<TenantConnection, TenancyError> {
+        match self.inner.pooler_mode {
+            PoolerMode::Session => {
+                let pooled = self.acquire(target, checkout::Purpose::Session)?;
+                Ok(TenantConnection::new(pooled, self, target))
+            }
+            PoolerMode::Transaction => self.begin(target, &TransactionOptions::new(), Ending::Scope),
+        }
     }
 
     /// Runs `f` in one transaction whose search path is exactly `schema`.
@@ -206,19 +216,19 @@ impl TenantPool {
     /// ```
     pub fn transaction<T, E, F>(&self, schema: &SchemaName, f: F) -> Result<T, E>
     where
-        F: FnOnce(&mut PgConnection) -> Result<T, E>,
+        F: FnOnce(&mut TenantConnection) -> Result<T, E>,
         E: From<TenancyError>,
     {
-        self.run_transaction(Target::Tenant(schema), "BEGIN", f)
+        self.run_transaction(Target::Tenant(schema), &TransactionOptions::new(), f)
     }
 
     /// Like [`TenantPool::transaction`], scoped to the shared schema.
     pub fn shared_transaction<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: FnOnce(&mut PgConnection) -> Result<T, E>,
+        F: FnOnce(&mut TenantConnection) -> Result<T, E>,
         E: From<TenancyError>,
     {
-        self.run_transaction(Target::Shared, "BEGIN", f)
+        self.run_transaction(Target::Shared, &TransactionOptions::new(), f)
     }
 
     /// Runs `f` in a transaction whose search path starts at `first` (which
@@ -230,7 +240,17 @@ impl TenantPool {
         F: FnOnce(&mut PgConnection) -> Result<T, E>,
         E: From<TenancyError>,
     {
-        self.run_transaction(Target::Internal(first), "BEGIN", f)
+        self.run_transaction(Target::Internal(first), &TransactionOptions::new(), |conn| f(conn))
+    }
+
+    /// A checkout of `schema` inside a transaction of the pool's.
+    pub(crate) fn begin_tenant(
+        &self,
+        schema: &SchemaName,
+        options: &TransactionOptions,
+        ending: Ending,
+    ) -> Result<TenantConnection, TenancyError> {
+        self.begin(Target::Tenant(schema), options, ending)
     }
 
     /// A tenant was dropped or fenced through this pool: no connection

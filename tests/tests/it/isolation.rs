@@ -314,8 +314,15 @@ fn transaction_mode_pool_does_not_leak_through_pgbouncer() {
     poisoner.batch_execute(&format!("SET search_path TO {}", b.quoted())).unwrap();
     let pool =
         TenantPool::builder().pooler_mode(PoolerMode::Transaction).max_size(3).build(&bouncer.url()).unwrap();
-    assert!(matches!(pool.tenant(a), Err(TenancyError::SessionRefused { .. })));
-    assert!(matches!(pool.shared(), Err(TenancyError::SessionRefused { .. })));
+    // A checkout is scoped inside a transaction: the poisoned session setting never applies.
+    for tenant in [a, b] {
+        let mut conn = pool.tenant(tenant).unwrap();
+        assert_eq!(current_schemas(&mut conn), vec![tenant.to_string()]);
+        insert_tagged(&mut conn, tenant, "checkout").unwrap();
+        conn.close().unwrap();
+        assert_eq!(search_path(&mut poisoner).trim_matches('"'), b.as_str());
+    }
+    assert_eq!(current_schemas(&mut pool.shared().unwrap()), ["public"]);
     for round in 0..20 {
         let tenant = if round % 2 == 0 { a } else { b };
         pool.transaction(tenant, |c| {
@@ -331,7 +338,7 @@ fn transaction_mode_pool_does_not_leak_through_pgbouncer() {
     let mut admin = admin();
     for s in [a, b] {
         let rows = rows_of(&mut admin, s);
-        assert_eq!(rows.len(), 10);
+        assert_eq!(rows.len(), 11, "ten transactions and one checkout each");
         assert!(rows.iter().all(|r| r.tenant == s.as_str()));
     }
     // A missing tenant is still TenantNotFound behind PgBouncer.

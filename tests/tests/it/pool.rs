@@ -327,23 +327,43 @@ fn hostile_names_never_reach_sql() {
     assert_eq!(current_schemas(&mut pool.tenant(keyword_like).unwrap()), vec![keyword_like.to_string()]);
 }
 
+/// Behind a transaction pooler a checkout is one transaction, begun in the
+/// checkout's one message and committed when the connection goes back.
 #[test]
-fn transaction_pooler_mode_refuses_sessions_and_runs_transactions() {
+fn transaction_pooler_mode_scopes_checkouts_in_a_transaction() {
     let schemas = Schemas::create("txmode", 1, ITEMS_DDL);
+    let a = schemas.first();
     let pool = TenantPool::builder().pooler_mode(PoolerMode::Transaction).max_size(2).build(&url()).unwrap();
-    match pool.tenant(schemas.first()) {
-        Err(e @ TenancyError::SessionRefused { .. }) => {
-            let message = e.to_string();
-            assert!(
-                message.contains("transaction pooler mode") && message.contains("TenantPool::transaction"),
-                "{message}"
-            );
-        }
-        other => panic!("expected SessionRefused, got {other:?}"),
-    }
-    assert!(matches!(pool.shared(), Err(TenancyError::SessionRefused { .. })));
-    let path = pool.transaction(schemas.first(), |c| Ok::<_, TenancyError>(current_schemas(c))).unwrap();
-    assert_eq!(path, vec![schemas.first().to_string()]);
+    let now = |c: &mut diesel::PgConnection| {
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>("transaction_timestamp()::text"))
+            .get_result::<String>(c)
+            .unwrap()
+    };
+    let mut conn = pool.tenant(a).unwrap();
+    assert_eq!(current_schemas(&mut conn), vec![a.to_string()]);
+    let started = now(&mut conn);
+    tenancy_tests::insert_tagged(&mut conn, a, "one").unwrap();
+    tenancy_tests::insert_tagged(&mut conn, a, "two").unwrap();
+    assert_eq!(now(&mut conn), started, "the checkout is not one transaction");
+    assert_eq!(scalar_i64(&mut admin(), &format!("(SELECT count(*) FROM {}.items)", a.quoted())), 0);
+    conn.close().unwrap();
+    assert_eq!(scalar_i64(&mut admin(), &format!("(SELECT count(*) FROM {}.items)", a.quoted())), 2);
+    // Dropped rather than closed: committed all the same.
+    let mut conn = pool.tenant(a).unwrap();
+    tenancy_tests::insert_tagged(&mut conn, a, "three").unwrap();
+    drop(conn);
+    assert_eq!(scalar_i64(&mut admin(), &format!("(SELECT count(*) FROM {}.items)", a.quoted())), 3);
+    // A failed statement: nothing of the checkout commits, and close() says so.
+    let mut conn = pool.tenant(a).unwrap();
+    tenancy_tests::insert_tagged(&mut conn, a, "lost").unwrap();
+    assert!(conn.batch_execute("SELECT 1/0").is_err());
+    assert!(matches!(conn.close(), Err(TenancyError::ScopeRolledBack)));
+    assert_eq!(scalar_i64(&mut admin(), &format!("(SELECT count(*) FROM {}.items)", a.quoted())), 3);
+    let mut shared = pool.shared().unwrap();
+    assert_eq!(current_schemas(&mut shared), vec![String::from("public")]);
+    shared.close().unwrap();
+    let path = pool.transaction(a, |c| Ok::<_, TenancyError>(current_schemas(c))).unwrap();
+    assert_eq!(path, vec![a.to_string()]);
     let shared = pool.shared_transaction(|c| Ok::<_, TenancyError>(current_schemas(c))).unwrap();
     assert_eq!(shared, vec![String::from("public")]);
 }

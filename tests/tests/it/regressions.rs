@@ -246,16 +246,23 @@ fn swapping_checkouts_cannot_mislead_the_pool() {
             assert_eq!(current_schemas(&mut pool.shared().unwrap()), ["public"]);
         }
     }
-    // Inside a transaction: the exchanged connection is never committed on.
-    let mut other = pool.tenant(b).unwrap();
-    let result = pool.transaction(a, |c| {
-        insert(c, a, "before the swap")?;
-        std::mem::swap(c, &mut *other);
-        Ok::<_, TenancyError>(())
-    });
-    assert!(matches!(result, Err(TenancyError::ConnectionReplaced)), "{result:?}");
-    drop(other);
-    assert!(bodies(a).is_empty(), "a write of the exchanged transaction was committed");
+    // Inside a transaction: the exchanged connection is never committed on,
+    // whether the diesel connections or the whole checkouts were exchanged.
+    for whole in [false, true] {
+        let mut other = pool.tenant(b).unwrap();
+        let result = pool.transaction(a, |c| {
+            insert(c, a, "before the swap")?;
+            if whole {
+                std::mem::swap(c, &mut other);
+            } else {
+                std::mem::swap(&mut **c, &mut *other);
+            }
+            Ok::<_, TenancyError>(())
+        });
+        assert!(matches!(result, Err(TenancyError::ConnectionReplaced)), "{result:?}");
+        drop(other);
+        assert!(bodies(a).is_empty(), "a write of the exchanged transaction was committed");
+    }
     assert_eq!(current_schemas(&mut pool.tenant(a).unwrap()), [a.as_str()]);
     // Connections moved between pools are retired, never served by the wrong pool.
     let second = pool_of(1);
@@ -278,7 +285,7 @@ fn a_raw_commit_in_a_transaction_body_commits_nothing() {
             let result = pool.transaction(a, |c| {
                 insert(c, a, "before")?;
                 if how == "diesel" {
-                    AnsiTransactionManager::commit_transaction(c)?;
+                    AnsiTransactionManager::commit_transaction(&mut **c)?;
                 } else {
                     c.batch_execute(how)?;
                 }

@@ -1,8 +1,8 @@
 use tenancy_core::diesel::PgConnection;
-use tenancy_core::{tenant_scoped, TenancyError, Tenant};
+use tenancy_core::{tenant_scoped, TenancyError, Tenant, TenantConnection};
 
 #[tenant_scoped(ctx = tenant)]
-fn leak(tenant: &Tenant) -> Result<&mut PgConnection, TenancyError> {
+fn leak(tenant: &Tenant) -> Result<&mut TenantConnection, TenancyError> {
     Ok(conn)
 }
 
