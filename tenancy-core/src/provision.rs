@@ -136,6 +136,9 @@ where
         Intent::Provision => "provision",
         Intent::Adopt => "adopt",
     };
+    let _in_span =
+        tracing::info_span!(target: "tenancy", "tenancy.provision", tenant = schema.as_str(), operation)
+            .entered();
     let refused = |reason| TenancyError::Refused { operation, schema: schema.to_string(), reason };
     if let Some(role) = pool.inner.layout.role_of(schema.as_str()) {
         return Err(TenancyError::ReservedSchema { schema: schema.clone(), role });
@@ -230,6 +233,8 @@ const ATTEMPT_LOCK_TIMEOUT_MS: u64 = 200;
 /// # Ok::<(), tenancy_core::TenancyError>(())
 /// ```
 pub fn drop_tenant(pool: &TenantPool, schema: &SchemaName) -> Result<(), TenancyError> {
+    let _in_span =
+        tracing::info_span!(target: "tenancy", "tenancy.drop_tenant", tenant = schema.as_str()).entered();
     if let Some(role) = pool.inner.layout.role_of(schema.as_str()) {
         return Err(TenancyError::ReservedSchema { schema: schema.clone(), role });
     }

@@ -11,6 +11,7 @@ pub mod instrumentation;
 pub mod probe;
 pub mod rows;
 pub mod schemas;
+pub mod spans;
 pub mod stats;
 
 use diesel::{Connection, PgConnection};

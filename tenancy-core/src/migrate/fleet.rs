@@ -62,9 +62,18 @@ pub fn migrate_all<S>(
 where
     S: MigrationSource<Pg> + Sync,
 {
+    let fleet_span = tracing::info_span!(
+        target: "tenancy",
+        "tenancy.migrate_all",
+        tenants = tracing::field::Empty,
+        visited = tracing::field::Empty,
+        jobs = options.jobs
+    );
+    let _in_span = fleet_span.enter();
     let plan = Plan::load(&migrations)?;
     let registry = Registry::new(&pool.inner.layout);
     let fleet = read_fleet(pool, &registry)?;
+    fleet_span.record("tenants", fleet.tenants.len());
 
     let mut counts = MigrationCounts { total: fleet.tenants.len(), ..MigrationCounts::default() };
     let mut progress = options.progress.map(|h| h.0);
@@ -102,9 +111,11 @@ where
         TenantMigration { schema, outcome }
     };
     let visit = |plan: &Plan, schema: SchemaName| {
-        let outcome = migrate_tenant(pool, &registry, plan, &schema, options.lock_timeout);
+        let span = tracing::debug_span!(target: "tenancy", parent: &fleet_span, "tenancy.migrate", tenant = schema.as_str());
+        let outcome = span.in_scope(|| migrate_tenant(pool, &registry, plan, &schema, options.lock_timeout));
         finish(schema, outcome)
     };
+    fleet_span.record("visited", to_visit.len());
 
     let jobs = options.jobs.min(visited).max(1);
     let mut lines = settled;
@@ -113,10 +124,13 @@ where
     } else {
         let next = AtomicUsize::new(0);
         let queue = &to_visit;
+        // The caller's subscriber, for the workers' spans too.
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
         let results = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..jobs)
                 .map(|_| {
                     scope.spawn(|| {
+                        let _subscriber = tracing::dispatcher::set_default(&dispatch);
                         // A migration (a boxed trait object) is not `Send`:
                         // each worker loads its own copy from the source.
                         let mut own_plan: Option<Result<Plan, String>> = None;

@@ -12,6 +12,7 @@ use diesel::sql_types::Text;
 
 use super::manager::{InstrumentationFactory, Manager, Opening};
 use super::roster::Roster;
+use super::stats::Counters;
 use super::{PoolInner, TenantPool};
 use crate::config::ConfigError;
 use crate::error::TenancyError;
@@ -269,12 +270,14 @@ impl TenantPoolBuilder {
             session_guard: self.session_guard,
             track_served: self.max_tenants_per_connection.is_some(),
         };
+        let counters = Arc::new(Counters::default());
         let manager = Manager::new(
             database_url.to_owned(),
             pool_id,
             opening,
             catalog,
             self.instrumentation.map(|h| h.0),
+            counters.clone(),
         );
         let pool = r2d2::Pool::builder()
             .max_size(self.max_size)
@@ -296,6 +299,7 @@ impl TenantPoolBuilder {
                 max_tenants_per_connection: self.max_tenants_per_connection,
                 affinity: self.affinity,
                 always_restore: self.always_restore,
+                counters,
             }),
         })
     }

@@ -12,6 +12,7 @@ use diesel::result::Error as DieselError;
 use diesel::sql_types::{Bool, Text};
 
 use super::manager::Manager;
+use super::stats::Count;
 use super::{PoolerMode, TenantPool};
 use crate::error::TenancyError;
 use crate::guard::{Effects, Failure};
@@ -42,10 +43,15 @@ impl Target<'_> {
     }
 
     fn first_schema(&self, pool: &TenantPool) -> String {
+        self.name(pool).to_owned()
+    }
+
+    /// The schema the target is scoped to.
+    pub(crate) fn name<'p>(&'p self, pool: &'p TenantPool) -> &'p str {
         match self {
-            Target::Tenant(schema) => schema.as_str().to_owned(),
-            Target::Shared => pool.inner.layout.shared().to_owned(),
-            Target::Internal(schema) => (*schema).to_owned(),
+            Target::Tenant(schema) => schema.as_str(),
+            Target::Shared => pool.inner.layout.shared(),
+            Target::Internal(schema) => schema,
         }
     }
 }
@@ -85,6 +91,13 @@ impl TenantPool {
                 return Err(TenancyError::ReservedSchema { schema: schema.clone(), role });
             }
         }
+        let internal = matches!(target, Target::Internal(_));
+        let span = if internal {
+            tracing::Span::none()
+        } else {
+            tracing::debug_span!(target: "tenancy", "tenancy.checkout", tenant = target.name(self), switched = tracing::field::Empty)
+        };
+        let _in_span = span.enter();
         self.inner.roster.poll();
         let attempts = self.inner.pool.max_size() + 1;
         let mut attempt = 0;
@@ -92,9 +105,13 @@ impl TenantPool {
             attempt += 1;
             let mut conn = self.pick(&target)?;
             match self.prepare(&mut conn, &target, &purpose) {
-                Ok(()) => {
+                Ok(count) => {
                     if let (Some(session), Purpose::Session) = (session_of(&mut conn), purpose) {
                         session.phase = Phase::Borrowed;
+                    }
+                    if !internal {
+                        self.inner.counters.add(count);
+                        span.record("switched", matches!(count, Count::Switch));
                     }
                     return Ok(conn);
                 }
@@ -109,6 +126,8 @@ impl TenantPool {
                         Target::Tenant(schema) => {
                             // Whatever made it stop being a tenant, no connection serves it any more.
                             self.inner.roster.forget(schema);
+                            self.inner.counters.add(Count::NotFound);
+                            tracing::debug!(target: "tenancy", tenant = schema.as_str(), "not a registered tenant");
                             TenancyError::TenantNotFound { schema: schema.clone() }
                         }
                         _ => TenancyError::SharedSchemaMissing {
@@ -130,7 +149,10 @@ impl TenantPool {
     }
 
     fn wait_for_connection(&self) -> Result<Pooled, TenancyError> {
-        self.inner.pool.get().map_err(|e| {
+        let started = Instant::now();
+        let got = self.inner.pool.get();
+        self.inner.counters.waited(started.elapsed(), got.is_err());
+        got.map_err(|e| {
             let message = e.to_string();
             let last_error = message
                 .strip_prefix("timed out waiting for connection")
@@ -166,13 +188,13 @@ impl TenantPool {
 
     /// Brings `conn` to `target` for `purpose` in at most one message: a
     /// sequence reset owed by the last borrower, the tenant's proof (unless
-    /// recently proven), the scope, and `BEGIN`.
+    /// recently proven), the scope, and `BEGIN`. Says how it went, to count.
     fn prepare(
         &self,
         conn: &mut Pooled,
         target: &Target<'_>,
         purpose: &Purpose<'_>,
-    ) -> Result<(), PrepareError> {
+    ) -> Result<Count, PrepareError> {
         let inner = &self.inner;
         let pooler = inner.pooler_mode == PoolerMode::Transaction;
         let epoch = inner.roster.epoch();
@@ -191,6 +213,11 @@ impl TenantPool {
             Target::Internal(_) => Some(now),
         };
         let switching = !on_target && !matches!(target, Target::Internal(_));
+        let count = match () {
+            _ if pooler => Count::Scoped,
+            _ if switching => Count::Switch,
+            _ => Count::Hit,
+        };
         // Built only for a message that needs it: a hit allocates nothing.
         let path = || inner.layout.search_path(&target.first_schema(self));
 
@@ -238,7 +265,7 @@ impl TenantPool {
                     state.proven_at = at;
                 }
             }
-            return Ok(());
+            return Ok(count);
         }
         if !pooler && switching {
             // Rolled forward below once the message succeeds.
@@ -250,7 +277,7 @@ impl TenantPool {
         });
         match sent {
             Ok(()) => {
-                let Some(session) = session_of(conn) else { return Ok(()) };
+                let Some(session) = session_of(conn) else { return Ok(count) };
                 let state = &mut session.state;
                 state.sequences = false;
                 if !pooler && switching {
@@ -272,7 +299,10 @@ impl TenantPool {
                     Target::Shared => inner.roster.record_shared(),
                     _ => {}
                 }
-                Ok(())
+                if switching {
+                    tracing::debug!(target: "tenancy", tenant = target.name(self), "switched the connection's search path");
+                }
+                Ok(count)
             }
             Err(error) => Err(self.diagnose(conn, target, purpose, error)),
         }

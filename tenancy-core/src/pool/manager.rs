@@ -9,6 +9,7 @@ use std::time::Instant;
 use diesel::connection::{CacheSize, Instrumentation, SimpleConnection};
 use diesel::{Connection, PgConnection};
 
+use super::stats::{Count, Counters};
 use crate::guard::{Catalog, Guard};
 use crate::session::{session_of, transaction_open, trusted, ConnState, Phase, Scope, Session};
 
@@ -29,6 +30,7 @@ pub(crate) struct Manager {
     track_served: bool,
     catalog: Arc<Catalog>,
     instrumentation: Option<InstrumentationFactory>,
+    counters: Arc<Counters>,
 }
 
 /// How the pool's connections are opened.
@@ -45,9 +47,19 @@ impl Manager {
         opening: Opening,
         catalog: Arc<Catalog>,
         instrumentation: Option<InstrumentationFactory>,
+        counters: Arc<Counters>,
     ) -> Self {
         let Opening { statement_cache, session_guard, track_served } = opening;
-        Self { url, pool_id, statement_cache, session_guard, track_served, catalog, instrumentation }
+        Self {
+            url,
+            pool_id,
+            statement_cache,
+            session_guard,
+            track_served,
+            catalog,
+            instrumentation,
+            counters,
+        }
     }
 }
 
@@ -98,6 +110,11 @@ impl r2d2::ManageConnection for Manager {
 
     fn has_broken(&self, conn: &mut PgConnection) -> bool {
         let ours = session_of(conn).is_some_and(|s| !s.state.retire && s.state.pool == self.pool_id);
-        std::thread::panicking() || !ours || transaction_open(conn)
+        let broken = std::thread::panicking() || !ours || transaction_open(conn);
+        if broken {
+            self.counters.add(Count::Retirement);
+            tracing::debug!(target: "tenancy", "connection retired");
+        }
+        broken
     }
 }

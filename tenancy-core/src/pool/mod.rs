@@ -16,6 +16,7 @@ mod connection;
 mod manager;
 mod options;
 mod roster;
+mod stats;
 mod traits;
 mod transaction;
 
@@ -32,6 +33,7 @@ pub(crate) use connection::Ending;
 pub use connection::{SharedConnection, TenantConnection};
 pub use manager::InstrumentationFactory;
 pub use options::{IsolationLevel, TransactionBuilder, TransactionOptions};
+pub use stats::PoolState;
 pub(crate) use transaction::run_open;
 
 use crate::error::TenancyError;
@@ -80,6 +82,7 @@ pub(crate) struct PoolInner {
     max_tenants_per_connection: Option<usize>,
     affinity: bool,
     always_restore: bool,
+    counters: Arc<stats::Counters>,
 }
 
 impl fmt::Debug for TenantPool {
@@ -93,16 +96,6 @@ impl fmt::Debug for TenantPool {
             .field("pooler_mode", &self.inner.pooler_mode)
             .finish()
     }
-}
-
-/// Counts of a pool's connections, from [`TenantPool::state`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PoolState {
-    /// Open connections, idle or in use.
-    pub connections: u32,
-    /// Open connections not in use.
-    pub idle_connections: u32,
 }
 
 impl TenantPool {
@@ -131,10 +124,11 @@ impl TenantPool {
         self.inner.pooler_mode
     }
 
-    /// Open and idle connection counts.
+    /// Open and idle connections, and the pool's counters (hits, switches,
+    /// tenants not found, retirements, time waited for a connection).
     pub fn state(&self) -> PoolState {
         let s = self.inner.pool.state();
-        PoolState { connections: s.connections, idle_connections: s.idle_connections }
+        self.inner.counters.snapshot(s.connections, s.idle_connections)
     }
 
     /// The exact `search_path` value a connection for `schema` gets: the

@@ -11,6 +11,7 @@ use diesel::connection::SimpleConnection;
 use super::checkout::{retire, Pooled, Purpose, Target};
 use super::connection::{Ending, Held, Open, TenantConnection};
 use super::options::TransactionOptions;
+use super::stats::Count;
 use super::{PoolerMode, TenantPool};
 use crate::error::TenancyError;
 use crate::guard::{Effects, Failure};
@@ -88,6 +89,7 @@ impl TenantPool {
     /// A scope's transaction could not be committed where nobody could be
     /// told (its connection was dropped): said in the log.
     pub(crate) fn scope_not_committed(&self, held: &Held, error: &TenancyError) {
+        self.inner.counters.add(Count::NotCommitted);
         let schema = match held {
             Held::Tenant(schema) => schema.as_str(),
             Held::Shared => self.inner.layout.shared(),
@@ -139,6 +141,7 @@ impl TenantPool {
         match (trusted(pooled, |c| c.batch_execute(&sql)), prove) {
             (Err(e), Some(schema)) if e.to_string().contains(super::checkout::NOT_A_TENANT) => {
                 self.inner.roster.forget(schema);
+                self.inner.counters.add(Count::NotFound);
                 E::from(TenancyError::TenantNotFound { schema: schema.clone() })
             }
             (Err(_), _) => {
@@ -221,6 +224,11 @@ where
     F: FnOnce(&mut TenantConnection) -> Result<T, E>,
     E: From<TenancyError>,
 {
+    let span = {
+        let (_, pool, held) = conn.parts();
+        tracing::debug_span!(target: "tenancy", "tenancy.transaction", tenant = held.target().name(pool))
+    };
+    let _in_span = span.enter();
     let outcome = catch_unwind(AssertUnwindSafe(|| in_body(|| f(&mut conn))));
     finish(conn, outcome)
 }

@@ -8,6 +8,7 @@ mod differential;
 mod examples;
 mod isolation;
 mod migrate;
+mod observe;
 mod pool;
 mod provision;
 mod regressions;
