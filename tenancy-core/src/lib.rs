@@ -104,6 +104,11 @@ mod tenants;
 #[path = "private.rs"]
 pub mod __private;
 
+/// `schema!`'s copy of the naming rules, checked against `SchemaName`'s.
+#[cfg(test)]
+#[path = "../../tenancy-macros/src/schema_rules.rs"]
+mod macro_schema_rules;
+
 pub use config::ConfigError;
 pub use context::{Tenant, TenantContext};
 pub use error::{parse_schema, RefusalReason, TenancyError};

@@ -113,6 +113,9 @@ where
     }
 }
 
+/// Checks a `schema!` literal when the macro expands.
+pub use tenancy_macros::__schema as schema_macro;
+
 /// What `schema!` expands to (after its compile-time check): the validated
 /// literal as a `SchemaName`.
 pub const fn schema_literal(name: &'static str) -> crate::SchemaName {

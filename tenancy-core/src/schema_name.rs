@@ -425,15 +425,9 @@ impl<'de> serde::Deserialize<'de> for SchemaName {
 /// ```
 #[macro_export]
 macro_rules! schema {
-    ($name:literal) => {{
-        const __TENANCY_SCHEMA: $crate::SchemaName = {
-            if let ::core::result::Result::Err(error) = $crate::SchemaName::check($name) {
-                ::core::panic!("{}", error.rule())
-            }
-            $crate::__private::schema_literal($name)
-        };
-        __TENANCY_SCHEMA
-    }};
+    ($name:literal) => {
+        $crate::__private::schema_macro!($crate, $name)
+    };
 }
 
 #[cfg(test)]

@@ -65,3 +65,51 @@ fn static_and_shared_names_compare_equal() {
     b.hash(&mut h2);
     assert_eq!(h1.finish(), h2.finish());
 }
+
+/// `schema!` checks literals with its own copy of the rules (a proc macro
+/// cannot call this crate): both must give the same verdict and message
+/// for every input.
+#[test]
+fn schema_macro_applies_the_same_rules() {
+    let mut inputs: Vec<String> = [
+        "",
+        "a",
+        "_",
+        "acme",
+        "Acme",
+        "acme-corp",
+        "Acme-Corp",
+        "1acme",
+        "a1",
+        "pg_x",
+        "pg",
+        "pg_",
+        "public",
+        "information_schema",
+        "tenancy",
+        "tenancy_x",
+        "caf\u{e9}",
+        "a b",
+        "a\"b",
+        "a;b",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    inputs.push("a".repeat(63));
+    inputs.push("a".repeat(64));
+    inputs.push(format!("{}A", "a".repeat(70)));
+    // Every string of up to three characters over an alphabet that hits every rule.
+    let alphabet = ['a', 'p', 'g', '_', '1', 'Z', '-', '\u{e9}'];
+    let mut frontier = vec![String::new()];
+    for _ in 0..3 {
+        let next: Vec<String> =
+            frontier.iter().flat_map(|p| alphabet.iter().map(move |c| format!("{p}{c}"))).collect();
+        inputs.extend(next.iter().cloned());
+        frontier = next;
+    }
+    for input in &inputs {
+        let ours = SchemaName::check(input).map_err(|e| e.to_string());
+        assert_eq!(crate::macro_schema_rules::check(input), ours, "{input:?}");
+    }
+}

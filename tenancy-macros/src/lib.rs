@@ -8,6 +8,8 @@ mod attr;
 mod context;
 mod expand;
 mod item;
+mod schema;
+mod schema_rules;
 #[cfg(test)]
 mod snapshots;
 
@@ -174,4 +176,12 @@ pub fn tenant_scoped(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_derive(TenantContext, attributes(tenant))]
 pub fn derive_tenant_context(input: TokenStream) -> TokenStream {
     context::derive(input.into()).into()
+}
+
+/// What `tenancy_core::schema!` expands through: checks the literal when the
+/// macro expands. Not for direct use.
+#[doc(hidden)]
+#[proc_macro]
+pub fn __schema(input: TokenStream) -> TokenStream {
+    schema::schema(input.into()).into()
 }
