@@ -79,6 +79,10 @@ enum PrepareError {
 const TEMP_SCHEMA_BASELINE: &str =
     "SELECT pg_catalog.set_config('tenancy.temp_schema', pg_catalog.pg_my_temp_schema()::text, true)";
 
+/// How many times a restore message is sent before the connection is
+/// retired instead (see [`TenantPool::check_in`]).
+const RESTORE_ATTEMPTS: usize = 3;
+
 /// The message a tenant proof raises when the tenant is not ready: its text
 /// survives any `lc_messages` inside the error message.
 pub(crate) const NOT_A_TENANT: &str = "tenancy: not a tenant";
@@ -430,7 +434,18 @@ impl TenantPool {
             state.scope = Scope::Unknown;
         }
         if let Some(sql) = restore {
-            match trusted(conn, |c| c.batch_execute(&sql)) {
+            // Until its `RESET ALL` runs, the message is bound by the
+            // borrower's own limits: a `statement_timeout` of a millisecond
+            // can cancel it on a loaded server. The server answered, so the
+            // session is sound: try again a few times before retiring it.
+            let attempt = |c: &mut PgConnection| c.batch_execute(&sql);
+            let restored = trusted(conn, |c| {
+                (1..RESTORE_ATTEMPTS).fold(attempt(c), |done, _| match done {
+                    Err(DieselError::DatabaseError(..)) => attempt(c),
+                    done => done,
+                })
+            });
+            match restored {
                 Ok(()) => {
                     if let Some(session) = session_of(conn) {
                         session.state.sequences = false;
