@@ -32,9 +32,9 @@ echo "==> tests"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --quiet 2>&1 | tee "$log"
-# tenancy-core again with the `serde` feature (off in the workspace build):
+# tenancy-core again with the `serde` and `tokio` features (off in the workspace build):
 # its unit and doc tests, and the serde tests that only exist with it.
-cargo test -p tenancy-core --features serde --quiet 2>&1 | tee -a "$log"
+cargo test -p tenancy-core --features serde,tokio --quiet 2>&1 | tee -a "$log"
 
 echo "==> examples (each checks what it shows, and fails if a tenant sees another's data)"
 cargo run --quiet --example quickstart

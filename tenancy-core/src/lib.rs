@@ -13,6 +13,10 @@
 //!   can only reach their own tenant.
 //! * [`provision`], [`drop_tenant`], [`list_tenants`], [`tenant_exists`]: the
 //!   tenant registry; [`migrate_all`]: migrations across the whole fleet.
+//! * With the `tokio` feature, an async API: `TenantPool::run`,
+//!   `TenantPool::run_transaction`, `Tenant::run` and
+//!   `TenantPool::check_tenant_async` run diesel on tokio's blocking pool,
+//!   never on a runtime worker (see their docs on panics and cancellation).
 //!
 //! # Example
 //!
@@ -94,6 +98,8 @@ mod migrate;
 mod pool;
 mod provision;
 mod registry;
+#[cfg(feature = "tokio")]
+mod runtime;
 mod schema_name;
 mod scope;
 mod session;

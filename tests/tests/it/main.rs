@@ -3,6 +3,7 @@
 //! Run one part with a filter, e.g. `cargo test -p tenancy-tests --test it
 //! pool::`; the shared set-up lives in `tenancy_tests` (`tests/src`).
 
+mod async_api;
 mod compose;
 mod differential;
 mod examples;
