@@ -35,8 +35,11 @@ use std::process::ExitCode;
 use model::{Crate, Line};
 
 /// The published crates, by directory and by the name paths use.
-const CRATES: &[(&str, &str)] =
-    &[("tenancy-core", "tenancy_core"), ("tenancy-macros", "tenancy_macros"), ("tenancy-axum", "tenancy_axum")];
+const CRATES: &[(&str, &str)] = &[
+    ("tenancy-core", "tenancy_core"),
+    ("tenancy-macros", "tenancy_macros"),
+    ("tenancy-axum", "tenancy_axum"),
+];
 const LISTING: &str = "public-api.txt";
 const CHANGELOG: &str = "CHANGELOG.md";
 const UNRELEASED: &str = "## [Unreleased]";
