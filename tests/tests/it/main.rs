@@ -4,6 +4,7 @@
 //! pool::`; the shared set-up lives in `tenancy_tests` (`tests/src`).
 
 mod async_api;
+mod axum_extractor;
 mod compose;
 mod differential;
 mod examples;
