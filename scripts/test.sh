@@ -39,6 +39,7 @@ cargo test -p tenancy-core --features serde,tokio --quiet 2>&1 | tee -a "$log"
 echo "==> examples (each checks what it shows, and fails if a tenant sees another's data)"
 cargo run --quiet --example quickstart
 cargo run --quiet --example saas
+cargo run --quiet --example axum_service
 deployment="ci_deployment_$$"
 printf 'add ship the release\ndone 1\nlist\n' | TENANCY_SCHEMA="$deployment" cargo run --quiet --example per_deployment
 TENANCY_SCHEMA="$deployment" cargo run --quiet --example per_deployment -- --decommission

@@ -5,6 +5,7 @@
 
 mod async_api;
 mod axum_extractor;
+mod axum_service;
 mod compose;
 mod differential;
 mod examples;
