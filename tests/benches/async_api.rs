@@ -281,21 +281,42 @@ fn run_group(
     };
     let s = settings.sample;
     let per = TASKS as f64;
-    let table = report(
+    let variants = [
+        Variant {
+            name: "spawn_blocking by hand around pool.tenant (baseline)",
+            measure: Box::new(|| throughput_async(runtime, s, TASKS, &hand)),
+        },
+        Variant {
+            name: "tenant.run(|conn| ..)",
+            measure: Box::new(|| throughput_async(runtime, s, TASKS, &run)),
+        },
+        Variant {
+            name: "spawn_blocking by hand around pool.transaction",
+            measure: Box::new(|| throughput_async(runtime, s, TASKS, &hand_tx)),
+        },
+        Variant {
+            name: "tenant.run_transaction(|conn| ..)",
+            measure: Box::new(|| throughput_async(runtime, s, TASKS, &run_tx)),
+        },
+        Variant {
+            name: "plain diesel r2d2, spawn_blocking by hand",
+            measure: Box::new(|| throughput_async(runtime, s, TASKS, &plain_hand)),
+        },
+        Variant {
+            name: "pool.tenant on plain threads (no runtime)",
+            measure: Box::new(|| throughput_threads(s, TASKS, &sync_op)),
+        },
+        Variant {
+            name: "spawn_blocking of an empty closure (the hop alone)",
+            measure: Box::new(|| throughput_async(runtime, s, TASKS, &hop)),
+        },
+    ];
+    report(
         &format!("run: point lookup, one tenant, {TASKS} tasks on a 2-worker runtime (or {TASKS} threads), pool of {POOL_SIZE}"),
         settings,
         per,
-        &[
-            Variant { name: "spawn_blocking by hand around pool.tenant (baseline)", measure: Box::new(|| throughput_async(runtime, s, TASKS, &hand)) },
-            Variant { name: "tenant.run(|conn| ..)", measure: Box::new(|| throughput_async(runtime, s, TASKS, &run)) },
-            Variant { name: "spawn_blocking by hand around pool.transaction", measure: Box::new(|| throughput_async(runtime, s, TASKS, &hand_tx)) },
-            Variant { name: "tenant.run_transaction(|conn| ..)", measure: Box::new(|| throughput_async(runtime, s, TASKS, &run_tx)) },
-            Variant { name: "plain diesel r2d2, spawn_blocking by hand", measure: Box::new(|| throughput_async(runtime, s, TASKS, &plain_hand)) },
-            Variant { name: "pool.tenant on plain threads (no runtime)", measure: Box::new(|| throughput_threads(s, TASKS, &sync_op)) },
-            Variant { name: "spawn_blocking of an empty closure (the hop alone)", measure: Box::new(|| throughput_async(runtime, s, TASKS, &hop)) },
-        ],
-    );
-    table
+        &variants,
+    )
 }
 
 async fn whoami(CurrentTenant(tenant): CurrentTenant) -> String {
@@ -354,28 +375,28 @@ fn extractor_group(
     );
     let path_op = one(app(by_path), Box::new(request(format!("/tenants/{s}/whoami"), None)));
     let sample = settings.sample;
-    let table = report(
+    let variants = [
+        Variant {
+            name: "handler without the extractor (baseline)",
+            measure: Box::new(|| throughput_async(runtime, sample, 1, &plain)),
+        },
+        Variant {
+            name: "CurrentTenant from a header",
+            measure: Box::new(|| throughput_async(runtime, sample, 1, &header_op)),
+        },
+        Variant {
+            name: "CurrentTenant from a subdomain",
+            measure: Box::new(|| throughput_async(runtime, sample, 1, &host_op)),
+        },
+        Variant {
+            name: "CurrentTenant from a path segment",
+            measure: Box::new(|| throughput_async(runtime, sample, 1, &path_op)),
+        },
+    ];
+    report(
         "extractor: one request in process (Router::oneshot), one task, a tenant the pool has proven",
         settings,
         1.0,
-        &[
-            Variant {
-                name: "handler without the extractor (baseline)",
-                measure: Box::new(|| throughput_async(runtime, sample, 1, &plain)),
-            },
-            Variant {
-                name: "CurrentTenant from a header",
-                measure: Box::new(|| throughput_async(runtime, sample, 1, &header_op)),
-            },
-            Variant {
-                name: "CurrentTenant from a subdomain",
-                measure: Box::new(|| throughput_async(runtime, sample, 1, &host_op)),
-            },
-            Variant {
-                name: "CurrentTenant from a path segment",
-                measure: Box::new(|| throughput_async(runtime, sample, 1, &path_op)),
-            },
-        ],
-    );
-    table
+        &variants,
+    )
 }
