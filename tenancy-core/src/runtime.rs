@@ -68,8 +68,11 @@ impl TenantPool {
     /// blocking thread, never on a runtime worker. A panic in `f` continues
     /// as a panic in the awaiting task. Dropping the future before `f` has
     /// started means `f` never runs; once started it runs to the end and the
-    /// connection is checked in as usual, its result dropped. Needs a tokio
-    /// runtime ([`TenancyError::NoRuntime`] otherwise), either flavour.
+    /// connection is checked in as usual, its result dropped. Behind a
+    /// transaction pooler the checkout is one transaction, committed before
+    /// an `Ok` is returned (an error if it could not commit, as
+    /// [`TenantConnection::close`] reports). Needs a tokio runtime
+    /// ([`TenancyError::NoRuntime`] otherwise), either flavour.
     ///
     /// ```no_run
     /// # async fn f() -> Result<(), tenancy_core::TenancyError> {
@@ -98,7 +101,10 @@ impl TenantPool {
         let work = move |wanted: &AtomicBool| {
             let mut conn = pool.tenant(&schema)?;
             still_wanted(wanted)?;
-            f(&mut conn)
+            let value = f(&mut conn)?;
+            // Behind a transaction pooler the scope commits here: say if it did not.
+            conn.close()?;
+            Ok(value)
         };
         async move { offload(work).await? }
     }
@@ -160,7 +166,9 @@ impl TenantPool {
         let work = move |wanted: &AtomicBool| {
             let mut conn = pool.shared()?;
             still_wanted(wanted)?;
-            f(&mut conn)
+            let value = f(&mut conn)?;
+            conn.close()?;
+            Ok(value)
         };
         async move { offload(work).await? }
     }

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
-use tenancy_core::{SchemaName, TenancyError, TenantPool};
+use tenancy_core::{PoolerMode, SchemaName, TenancyError, TenantPool};
+use tenancy_devdb::pgbouncer::{PgBouncer, PgBouncerConfig};
 use tenancy_tests::{admin, backend_pid, count, insert_tagged, rows_of, url, Schemas, ITEMS_DDL};
 use tokio::runtime::{Builder, Runtime};
 
@@ -223,11 +224,12 @@ enum Ended {
 /// every tenant holds only its own rows, completed work is there, aborted
 /// work is not, transactions are all or nothing, and every connection of
 /// the pool is idle outside any transaction, scoped to whom it last served.
-fn load_with_cancellations(runtime: Runtime) {
+fn load_with_cancellations(runtime: Runtime, pool: TenantPool) {
     const TASKS: usize = 300;
     let schemas = Schemas::create("async_load", 4, ITEMS_DDL);
     let names = schemas.names.clone();
-    let pool = pool_of(4);
+    // Behind a transaction pooler a checkout is one transaction: `now()` stays put within it.
+    let checkout_is_a_transaction = pool.pooler_mode() == PoolerMode::Transaction;
     let outcomes: Vec<(usize, Kind, Ended)> = runtime.block_on(async {
         let mut handles = Vec::new();
         for i in 0..TASKS {
@@ -301,8 +303,10 @@ fn load_with_cancellations(runtime: Runtime) {
         let mut pids = Vec::new();
         for (schema, check) in names.iter().zip(checks) {
             let (pid, state) = check.await.unwrap().unwrap();
+            // Behind a pooler the checkout is itself a transaction; a leftover
+            // one would show as a backend not idle below.
             assert!(
-                state.no_xid && state.own_transaction,
+                state.no_xid && (state.own_transaction || checkout_is_a_transaction),
                 "a connection was handed out in a transaction: {state:?}"
             );
             assert_eq!(state.path, schema.as_str());
@@ -319,6 +323,8 @@ fn load_with_cancellations(runtime: Runtime) {
             &[&pids],
         );
         assert_eq!(busy, 0, "a pooled connection is not idle (idle in transaction?) after the load");
+        let state = pool.state();
+        assert_eq!(state.idle_connections, state.connections, "a connection is still out after the load");
         outcomes
     });
 
@@ -368,12 +374,30 @@ fn load_with_cancellations(runtime: Runtime) {
 
 #[test]
 fn concurrent_load_with_cancelled_futures_on_a_multi_thread_runtime() {
-    load_with_cancellations(multi_thread());
+    load_with_cancellations(multi_thread(), pool_of(4));
 }
 
 #[test]
 fn concurrent_load_with_cancelled_futures_on_a_current_thread_runtime() {
-    load_with_cancellations(current_thread());
+    load_with_cancellations(current_thread(), pool_of(4));
+}
+
+/// The same load behind a real PgBouncer in transaction mode, where every
+/// checkout is a transaction of its own.
+#[test]
+fn concurrent_load_with_cancelled_futures_behind_a_transaction_pooler() {
+    let bouncer =
+        PgBouncer::start_with(&url(), &PgBouncerConfig { pool_size: 4, ..PgBouncerConfig::default() })
+            .unwrap_or_else(|e| {
+                panic!("this test needs a real PgBouncer (scripts/test.sh installs it): {e}")
+            });
+    let pool = TenantPool::builder()
+        .max_size(4)
+        .connection_timeout(LIVENESS)
+        .pooler_mode(PoolerMode::Transaction)
+        .build(&bouncer.url())
+        .unwrap();
+    load_with_cancellations(multi_thread(), pool);
 }
 
 /// `check_tenant_async` answers from the pool's cache once a tenant is
