@@ -10,7 +10,9 @@
 //!   cache (no round trip, no blocking thread) when the pool proved the
 //!   tenant within its `tenant_cache_ttl`, and by one checkout on tokio's
 //!   blocking pool otherwise. `drop_tenant` in this process invalidates the
-//!   cache at once, in other processes by notification.
+//!   cache at once, in other processes by notification. Unknown names are
+//!   not cached: each costs one checkout (rate-limit made-up names in front
+//!   of the service).
 //! * [`TenancyRejection`]: the extractor's rejection, and an error type for
 //!   handlers (`From<TenancyError>`): an invalid name is a 400, an unknown
 //!   tenant a 404, a pool timeout a 503; bodies are JSON
