@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
-use tenancy_core::{PoolerMode, SchemaName, TenancyError, TenantPool};
+use tenancy_core::{tenant_scoped, PoolerMode, SchemaName, Scope, TenancyError, TenantPool};
 use tenancy_devdb::pgbouncer::{PgBouncer, PgBouncerConfig};
-use tenancy_tests::{admin, backend_pid, count, insert_tagged, rows_of, url, Schemas, ITEMS_DDL};
+use tenancy_tests::{admin, backend_pid, count, insert_tagged, items, rows_of, url, Schemas, ITEMS_DDL};
 use tokio::runtime::{Builder, Runtime};
 
 /// Long enough never to be reached by a sound run; a broken one fails
@@ -426,5 +426,40 @@ fn check_tenant_async_uses_the_cache_and_sees_drops() {
         let s = schema.clone();
         tokio::task::spawn_blocking(move || tenancy_core::drop_tenant(&p, &s)).await.unwrap().unwrap();
         assert!(matches!(pool.check_tenant_async(&schema).await, Err(TenancyError::TenantNotFound { .. })));
+    });
+}
+
+/// A scoped DAL function: adds a row and counts, through whatever scope it is given.
+#[tenant_scoped(ctx = scope)]
+fn add_and_count(scope: impl Scope, tenant: &SchemaName) -> Result<i64, TenancyError> {
+    insert_tagged(conn, tenant, "from the DAL")?;
+    Ok(items::table.count().get_result(conn)?)
+}
+
+/// Scoped DAL code runs inside the async API on the closure's connection,
+/// inside its transaction, without a second checkout (on a pool of one,
+/// one would time out).
+#[test]
+fn scoped_dal_functions_run_on_the_closures_connection() {
+    let schemas = Schemas::create("async_dal", 1, ITEMS_DDL);
+    let schema = schemas.first().clone();
+    let pool = TenantPool::builder()
+        .max_size(1)
+        .connection_timeout(Duration::from_millis(500))
+        .build(&url())
+        .unwrap();
+    current_thread().block_on(async {
+        let s = schema.clone();
+        let seen = pool
+            .run_transaction(&schema, move |conn| {
+                add_and_count(&mut *conn, &s)?;
+                add_and_count(&mut *conn, &s)
+            })
+            .await
+            .unwrap();
+        assert_eq!(seen, 2, "the second call saw the first's uncommitted row");
+        let s = schema.clone();
+        let tenant = pool.for_tenant(schema.clone());
+        assert_eq!(tenant.run(move |conn| add_and_count(conn, &s)).await.unwrap(), 3);
     });
 }
