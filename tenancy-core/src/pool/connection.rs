@@ -8,7 +8,8 @@ use std::ops::{Deref, DerefMut};
 
 use diesel::PgConnection;
 
-use super::checkout::{Pooled, Target};
+use super::checkout::Target;
+use super::manager::Pooled;
 use super::TenantPool;
 use crate::error::TenancyError;
 use crate::schema_name::SchemaName;
