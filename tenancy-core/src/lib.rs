@@ -114,18 +114,21 @@ pub use context::{Tenant, TenantContext};
 pub use error::{parse_schema, RefusalReason, TenancyError};
 pub use layout::SchemaRole;
 pub use migrate::{
-    migrate_all, MigrateOptions, MigrationCounts, MigrationReport, Progress, TenantMigration, TenantOutcome,
+    migrate_all, migrate_shared, revert_last, MigrateOptions, MigrationCounts, MigrationReport, Progress,
+    TenantMigration, TenantOutcome,
 };
 pub use pool::{
     InstrumentationFactory, IsolationLevel, PoolState, PoolerMode, SharedConnection, TenantConnection,
     TenantPool, TenantPoolBuilder, TransactionBuilder, TransactionOptions,
 };
-pub use provision::{adopt, drop_tenant, provision, Provisioned};
+pub use provision::{
+    adopt, drop_tenant, drop_tenant_with, provision, provision_in, provision_with, Provisioned,
+};
 pub use registry::{TenantRecord, TenantState, UnknownTenantState};
 pub use schema_name::{SchemaName, SchemaNameError, DEFAULT_REGISTRY_SCHEMA, MAX_LEN};
 pub use scope::{Nested, Scope, ScopedConnection};
 pub use tenancy_macros::{tenant_scoped, TenantContext};
-pub use tenants::{list_tenants, tenant_exists, tenant_record};
+pub use tenants::{list_tenants, tenant_exists, tenant_record, TenantList};
 
 /// Re-exported so that users and generated code name one diesel.
 pub use diesel;
