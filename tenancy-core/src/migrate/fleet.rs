@@ -324,7 +324,7 @@ fn migrate_tenant(
         }
         let run = apply_pending(conn, schema, plan, probe.table_exists)?;
         let state = if run.error.is_some() { TenantState::Failed } else { TenantState::Ready };
-        let message = run.error.as_ref().map(ToString::to_string);
+        let message = run.error.as_ref().map(crate::provision::error_chain);
         registry.save(conn, Save::IfChanged, schema, state, &run.after, message.as_deref())?;
         Ok(match run.error {
             Some(error) => TenantOutcome::Failed { applied: run.applied, error },
@@ -379,7 +379,7 @@ fn revert_tenant(
                 let rest: Vec<&String> = applied.iter().filter(|v| v.as_str() != version).collect();
                 (TenantState::Ready, None, AppliedMigrations::of(rest))
             }
-            Err(error) => (TenantState::Failed, Some(error.to_string()), before),
+            Err(error) => (TenantState::Failed, Some(crate::provision::error_chain(error)), before),
         };
         registry.save(conn, Save::IfChanged, schema, state, &after, message.as_deref())?;
         Ok(match run {
