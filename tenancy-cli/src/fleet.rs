@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 use tenancy_core::{
     list_tenants, migrate_all, revert_last, MigrateOptions, MigrationReport, SchemaName, TenantOutcome,
@@ -66,7 +66,8 @@ pub(crate) fn migrate(cli: &Cli, args: &FleetArgs, operation: Operation) -> Resu
         options = options.lock_timeout(Some(timeout));
     }
     let bar = if !args.json && std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(0);
+        // Drawn from the first tenant on, once the total is known.
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
         bar.set_style(
             ProgressStyle::with_template(
                 "{spinner} {msg:>9} [{bar:40}] {pos}/{len} tenants {elapsed} (eta {eta})",
@@ -85,6 +86,9 @@ pub(crate) fn migrate(cli: &Cli, args: &FleetArgs, operation: Operation) -> Resu
         if let Some(bar) = &progress_bar {
             bar.set_length(p.counts.total as u64);
             bar.set_position(p.counts.done() as u64);
+            if bar.is_hidden() {
+                bar.set_draw_target(ProgressDrawTarget::stderr());
+            }
         }
         if let TenantOutcome::Failed { error, .. } = p.outcome {
             if !json {
