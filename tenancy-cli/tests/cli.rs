@@ -408,3 +408,50 @@ fn errors_are_one_line_and_exit_non_zero() {
     assert_eq!(tenancy(&db, &["migrate", "--jobs", "0"]).status.code(), Some(2));
     assert_eq!(tenancy(&db, &["list", "--state", "happy"]).status.code(), Some(2));
 }
+
+#[test]
+fn revert_needs_yes_and_reverts_the_latest_migration_of_the_chosen_tenants() {
+    let (db, t) = fleet("cli_revert", 3);
+    let v2 = migrations("v2");
+    let v2 = v2.to_str().unwrap();
+    assert!(tenancy(&db, &["migrate", "--migrations", v2]).status.success());
+
+    let err = one_line_error(&tenancy(&db, &["revert", "--migrations", v2, "--tenants", "t00"]));
+    assert!(err.contains("--yes"), "{err}");
+    assert_eq!(versions(&db, &t[0]).len(), 3, "nothing reverted without --yes");
+
+    let out = tenancy(&db, &["revert", "--migrations", v2, "--tenants", "t00,t01", "--yes", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = json(&out);
+    assert_eq!(report["counts"]["reverted"], 2);
+    assert_eq!(report["tenants"][0]["versions"][0], V3);
+    assert_eq!(versions(&db, &t[0]), [V1, "20240202000001"]);
+    assert_eq!(versions(&db, &t[2]).len(), 3, "not chosen");
+
+    // A rerun finds nothing left to revert.
+    let out = tenancy(&db, &["revert", "--migrations", v2, "--tenants", "t00,t01", "--yes"]);
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("2 tenant(s): 2 already current; 0 visited"), "{}", stdout(&out));
+}
+
+#[test]
+fn migrate_runs_behind_pgbouncer_in_transaction_mode() {
+    let (db, t) = fleet("cli_bouncer", 4);
+    break_tenant(&db, &t[1]);
+    let bouncer = tenancy_devdb::pgbouncer::PgBouncer::start(db.url())
+        .unwrap_or_else(|e| panic!("this test needs a real PgBouncer (scripts/test.sh installs it): {e}"));
+    let v2 = migrations("v2");
+    let out = Command::new(env!("CARGO_BIN_EXE_tenancy"))
+        .args(["--pooler", "transaction", "--database-url", &bouncer.url_for(db.name())])
+        .args(["migrate", "--jobs", "2", "--json", "--migrations", v2.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report = json(&out);
+    assert_eq!(
+        (report["counts"]["applied"].as_u64(), report["counts"]["failed"].as_u64()),
+        (Some(3), Some(1))
+    );
+    assert_eq!(versions(&db, &t[0]), [V1, "20240202000001", V3]);
+    assert_eq!(versions(&db, &t[1]), [V1]);
+}
