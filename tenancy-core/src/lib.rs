@@ -12,7 +12,14 @@
 //! * [`TenantContext`], [`Tenant`] and [`tenant_scoped`]: DAL functions that
 //!   can only reach their own tenant.
 //! * [`provision`], [`drop_tenant`], [`list_tenants`], [`tenant_exists`]: the
-//!   tenant registry; [`migrate_all`]: migrations across the whole fleet.
+//!   tenant registry; [`provision_with`], [`provision_in`] and
+//!   [`drop_tenant_with`] for sign-ups and removals that commit with the
+//!   caller's own rows.
+//! * [`migrate_all`]: migrations across the whole fleet, or part of it, with
+//!   canaries ([`MigrateOptions`]); [`revert_last`]; [`migrate_shared`] for
+//!   the shared schema. The `tenancy` command (crate `tenancy-cli`) runs them
+//!   from the shell, and the `tenancy-test` crate gives test suites throwaway
+//!   databases and tenants.
 //!
 //! # Example
 //!
