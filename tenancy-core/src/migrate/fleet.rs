@@ -369,8 +369,7 @@ fn revert_tenant(
             });
         }
         if !applied.contains(version) {
-            // The registry may have been stale: record what the schema says.
-            registry.save(conn, Save::IfChanged, schema, TenantState::Ready, &before, None)?;
+            // Nothing to revert; the row (a failed state, say) is left as it is.
             return Ok(TenantOutcome::AlreadyCurrent);
         }
         let run = revert_one(conn, schema, plan, version)?;
