@@ -1,5 +1,6 @@
-//! Creating, adopting and dropping tenants: [`provision`], [`adopt`] and
-//! [`drop_tenant`].
+//! Creating, adopting and dropping tenants: [`provision`] (and
+//! [`provision_with`], [`provision_in`] for atomic sign-ups), [`adopt`] and
+//! [`drop_tenant`] (and [`drop_tenant_with`]).
 //!
 //! Each runs in transactions holding the tenant's advisory lock
 //! (`pg_advisory_xact_lock`), so any number of processes may provision,
@@ -14,14 +15,14 @@ use diesel::connection::SimpleConnection;
 use diesel::migration::MigrationSource;
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::sql_types::BigInt;
+use diesel::sql_types::{BigInt, Text};
 
 use crate::error::{RefusalReason, TenancyError};
 use crate::migrate::apply::{apply_pending, Plan};
 use crate::pool::TenantPool;
 use crate::registry::{Registry, Save, TenantState};
 use crate::schema_name::SchemaName;
-use crate::session::trusted;
+use crate::session::{transaction_open, trusted};
 
 /// What [`provision`] or [`adopt`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,56 +133,215 @@ fn establish<S>(
 where
     S: MigrationSource<Pg>,
 {
+    let _in_span = provision_span(schema, intent).entered();
+    check_not_reserved(pool, schema)?;
+    let plan = Plan::load(migrations)?;
+    let registry = Registry::new(&pool.inner.layout);
+    // Commit either way: a failed migration was undone, and the ones before
+    // it are kept so that the next call resumes after them.
+    pool.internal_transaction(schema.as_str(), |conn| establish_in(conn, &registry, &plan, schema, intent))?
+}
+
+fn provision_span(schema: &SchemaName, intent: Intent) -> tracing::Span {
     let operation = match intent {
         Intent::Provision => "provision",
         Intent::Adopt => "adopt",
     };
-    let _in_span =
-        tracing::info_span!(target: "tenancy", "tenancy.provision", tenant = schema.as_str(), operation)
-            .entered();
-    let refused = |reason| TenancyError::Refused { operation, schema: schema.to_string(), reason };
-    if let Some(role) = pool.inner.layout.role_of(schema.as_str()) {
-        return Err(TenancyError::ReservedSchema { schema: schema.clone(), role });
+    tracing::info_span!(target: "tenancy", "tenancy.provision", tenant = schema.as_str(), operation)
+}
+
+fn check_not_reserved(pool: &TenantPool, schema: &SchemaName) -> Result<(), TenancyError> {
+    match pool.inner.layout.role_of(schema.as_str()) {
+        Some(role) => Err(TenancyError::ReservedSchema { schema: schema.clone(), role }),
+        None => Ok(()),
     }
-    let plan = Plan::load(migrations)?;
+}
+
+/// Provisions on `conn`, in a transaction whose search path is the tenant.
+/// The inner `Err` is a failed migration (undone; the ones before it kept
+/// and recorded); the outer one, anything else.
+fn establish_in(
+    conn: &mut PgConnection,
+    registry: &Registry,
+    plan: &Plan,
+    schema: &SchemaName,
+    intent: Intent,
+) -> Result<Result<Provisioned, TenancyError>, TenancyError> {
+    let operation = match intent {
+        Intent::Provision => "provision",
+        Intent::Adopt => "adopt",
+    };
+    let refused = |reason| TenancyError::Refused { operation, schema: schema.to_string(), reason };
+    registry.ensure(conn)?;
+    Registry::lock_tenant(conn, schema)?;
+    // Read after the lock: this statement's snapshot sees whatever the
+    // previous holder committed.
+    let found = registry.find(conn, schema)?;
+    match (intent, found.state, found.schema_exists) {
+        (_, Some(TenantState::Dropping), _) => {
+            return Err(TenancyError::TenantNotFound { schema: schema.clone() });
+        }
+        (Intent::Provision, None, true) => return Err(refused(RefusalReason::SchemaNotATenant)),
+        (Intent::Adopt, None, false) => return Err(refused(RefusalReason::SchemaMissing)),
+        _ => {}
+    }
+    if found.schema_exists && found.state == Some(TenantState::Ready) && found.applied == plan.target {
+        return Ok(Ok(Provisioned { schema: schema.clone(), created: false, applied: Vec::new() }));
+    }
+    if !found.schema_exists {
+        let sql = format!("CREATE SCHEMA {}", schema.quoted());
+        trusted(conn, |c| c.batch_execute(&sql))?;
+    }
+    let run = apply_pending(conn, schema, plan, found.table_exists)?;
+    let state = if run.error.is_some() { TenantState::Failed } else { TenantState::Ready };
+    let message = run.error.as_ref().map(error_chain);
+    registry.save(conn, Save::Upsert, schema, state, &run.after, message.as_deref())?;
+    Ok(match run.error {
+        Some(error) => Err(error),
+        None => {
+            Ok(Provisioned { schema: schema.clone(), created: !found.schema_exists, applied: run.applied })
+        }
+    })
+}
+
+/// [`provision`], with `seed` run in the same transaction, for an atomic
+/// sign-up: the tenant's schema, its migrations, its registry row and
+/// whatever `seed` writes commit together, or not at all.
+///
+/// `seed` runs after the migrations, on the provisioning transaction's
+/// connection, whose search path is the new tenant's schema: unqualified
+/// names are the tenant's tables. Rows of the shared schema (the account
+/// that owns the tenant, say) are written schema-qualified, e.g. with
+/// `diesel::table! { public.accounts (id) { .. } }`. It also runs for a
+/// tenant that already existed ([`Provisioned::created`] says which), so it
+/// can refuse a name that is taken.
+///
+/// When `seed` returns `Err`, or a migration fails, everything is rolled
+/// back: no schema, no registry row, no row `seed` wrote; the error is
+/// returned (a migration's as [`TenancyError::Migration`], converted with
+/// `From`). Unlike [`provision`], which keeps the migrations before a
+/// failing one, nothing is kept. The tenant's advisory lock is held
+/// throughout, so concurrent sign-ups of one name take turns.
+///
+/// ```no_run
+/// use diesel::prelude::*;
+/// use tenancy_core::{provision_with, schema, TenancyError, TenantPool};
+/// # const MIGRATIONS: diesel_migrations::EmbeddedMigrations = diesel_migrations::EmbeddedMigrations::new(&[]);
+///
+/// diesel::table! { public.accounts (id) { id -> BigInt, tenant -> Text, owner -> Text } }
+/// diesel::table! { settings (key) { key -> Text, value -> Text } }
+///
+/// let pool = TenantPool::connect("postgres://localhost/app")?;
+/// let acme = schema!("acme");
+/// let (provisioned, account_id) = provision_with(&pool, &acme, MIGRATIONS, |conn, done| {
+///     if !done.created {
+///         return Err(TenancyError::Refused {
+///             operation: "sign up",
+///             schema: acme.to_string(),
+///             reason: tenancy_core::RefusalReason::SchemaNotATenant,
+///         });
+///     }
+///     diesel::insert_into(settings::table)
+///         .values((settings::key.eq("theme"), settings::value.eq("light")))
+///         .execute(conn)?;
+///     let id: i64 = diesel::insert_into(accounts::table)
+///         .values((accounts::tenant.eq(acme.as_str()), accounts::owner.eq("ada@acme.test")))
+///         .returning(accounts::id)
+///         .get_result(conn)?;
+///     Ok::<_, TenancyError>(id)
+/// })?;
+/// # Ok::<(), TenancyError>(())
+/// ```
+pub fn provision_with<S, T, E, F>(
+    pool: &TenantPool,
+    schema: &SchemaName,
+    migrations: S,
+    seed: F,
+) -> Result<(Provisioned, T), E>
+where
+    S: MigrationSource<Pg>,
+    F: FnOnce(&mut PgConnection, &Provisioned) -> Result<T, E>,
+    E: From<TenancyError>,
+{
+    let _in_span = provision_span(schema, Intent::Provision).entered();
+    check_not_reserved(pool, schema)?;
+    let plan = Plan::load(&migrations)?;
     let registry = Registry::new(&pool.inner.layout);
-    let outcome = pool.internal_transaction(schema.as_str(), |conn| -> Result<_, TenancyError> {
-        registry.ensure(conn)?;
-        Registry::lock_tenant(conn, schema)?;
-        // Read after the lock: this statement's snapshot sees whatever the
-        // previous holder committed.
-        let found = registry.find(conn, schema)?;
-        match (intent, found.state, found.schema_exists) {
-            (_, Some(TenantState::Dropping), _) => {
-                return Err(TenancyError::TenantNotFound { schema: schema.clone() });
-            }
-            (Intent::Provision, None, true) => return Err(refused(RefusalReason::SchemaNotATenant)),
-            (Intent::Adopt, None, false) => return Err(refused(RefusalReason::SchemaMissing)),
-            _ => {}
+    pool.internal_transaction(schema.as_str(), |conn| {
+        let provisioned = establish_in(conn, &registry, &plan, schema, Intent::Provision)??;
+        let value = seed(conn, &provisioned)?;
+        Ok((provisioned, value))
+    })
+}
+
+/// [`provision`], inside a transaction the caller already holds on `conn`
+/// (from [`TenantPool::shared_transaction`], say), so that the tenant
+/// commits or rolls back with the caller's own work in that transaction.
+///
+/// The provisioning runs in a savepoint, with the search path set to the
+/// tenant for the migrations and set back afterwards. On `Err` the
+/// savepoint is rolled back (nothing of the tenant remains; unlike
+/// [`provision`], nothing is kept of a failing migration run), and the
+/// caller's transaction is still usable: roll it back, or go on. The
+/// tenant's advisory lock is held until the caller's transaction ends.
+///
+/// A `conn` outside any transaction is refused with
+/// [`TenancyError::TransactionRequired`].
+///
+/// ```no_run
+/// use diesel::prelude::*;
+/// use tenancy_core::{provision_in, schema, TenancyError, TenantPool};
+/// # const MIGRATIONS: diesel_migrations::EmbeddedMigrations = diesel_migrations::EmbeddedMigrations::new(&[]);
+/// diesel::table! { accounts (id) { id -> BigInt, tenant -> Text } }
+///
+/// let pool = TenantPool::connect("postgres://localhost/app")?;
+/// pool.shared_transaction(|conn| {
+///     diesel::insert_into(accounts::table).values(accounts::tenant.eq("acme")).execute(conn)?;
+///     provision_in(&pool, conn, &schema!("acme"), MIGRATIONS)?;
+///     Ok::<_, TenancyError>(())
+/// })?;
+/// # Ok::<(), TenancyError>(())
+/// ```
+pub fn provision_in<S>(
+    pool: &TenantPool,
+    conn: &mut PgConnection,
+    schema: &SchemaName,
+    migrations: S,
+) -> Result<Provisioned, TenancyError>
+where
+    S: MigrationSource<Pg>,
+{
+    let _in_span = provision_span(schema, Intent::Provision).entered();
+    check_not_reserved(pool, schema)?;
+    if !transaction_open(conn) {
+        return Err(TenancyError::TransactionRequired { operation: "provision_in" });
+    }
+    let plan = Plan::load(&migrations)?;
+    let registry = Registry::new(&pool.inner.layout);
+    let tenant_path = pool.inner.layout.tenant_path(schema);
+    conn.transaction(|conn| {
+        #[derive(QueryableByName)]
+        struct Path {
+            #[diesel(sql_type = Text)]
+            path: String,
         }
-        if found.schema_exists && found.state == Some(TenantState::Ready) && found.applied == plan.target {
-            return Ok(Ok(Provisioned { schema: schema.clone(), created: false, applied: Vec::new() }));
+        let before: Vec<Path> = trusted(conn, |c| {
+            diesel::sql_query(
+                "SELECT pg_catalog.current_setting('search_path') AS path,                  pg_catalog.set_config('search_path', $1, true) AS _set",
+            )
+            .bind::<Text, _>(&tenant_path)
+            .load(c)
+        })?;
+        let provisioned = establish_in(conn, &registry, &plan, schema, Intent::Provision)??;
+        if let Some(before) = before.first() {
+            trusted(conn, |c| {
+                diesel::sql_query("SELECT pg_catalog.set_config('search_path', $1, true)")
+                    .bind::<Text, _>(&before.path)
+                    .execute(c)
+            })?;
         }
-        if !found.schema_exists {
-            let sql = format!("CREATE SCHEMA {}", schema.quoted());
-            trusted(conn, |c| c.batch_execute(&sql))?;
-        }
-        let run = apply_pending(conn, schema, &plan, found.table_exists)?;
-        let state = if run.error.is_some() { TenantState::Failed } else { TenantState::Ready };
-        let message = run.error.as_ref().map(error_chain);
-        registry.save(conn, Save::Upsert, schema, state, &run.after, message.as_deref())?;
-        // Commit either way: a failed migration was undone, and the ones
-        // before it are kept so that the next call resumes after them.
-        Ok(match run.error {
-            Some(error) => Err(error),
-            None => Ok(Provisioned {
-                schema: schema.clone(),
-                created: !found.schema_exists,
-                applied: run.applied,
-            }),
-        })
-    })?;
-    outcome
+        Ok(provisioned)
+    })
 }
 
 /// An error and its sources, on one line (for the registry's `last_error`).
@@ -233,10 +393,42 @@ const ATTEMPT_LOCK_TIMEOUT_MS: u64 = 200;
 /// # Ok::<(), tenancy_core::TenancyError>(())
 /// ```
 pub fn drop_tenant(pool: &TenantPool, schema: &SchemaName) -> Result<(), TenancyError> {
+    drop_tenant_with(pool, schema, |_| Ok::<(), TenancyError>(()))
+}
+
+/// [`drop_tenant`], with `hook` run in the transaction that drops the
+/// schema, just before it: the hook's writes (deleting the tenant's account
+/// in the shared schema, say) commit with the drop, or not at all.
+///
+/// The hook runs with the search path set to the tenant's schema, so it can
+/// read the tenant's tables (to archive them, say); shared tables are named
+/// schema-qualified. When it returns `Err`, nothing is dropped, the tenant
+/// is served again, and the error is returned. If the drop has to wait for
+/// the tenant's tables and tries again, the hook runs again (its earlier
+/// run was rolled back).
+///
+/// ```no_run
+/// use diesel::prelude::*;
+/// use tenancy_core::{drop_tenant_with, schema, TenancyError, TenantPool};
+/// diesel::table! { public.accounts (id) { id -> BigInt, tenant -> Text } }
+///
+/// let pool = TenantPool::connect("postgres://localhost/app")?;
+/// let acme = schema!("acme");
+/// drop_tenant_with(&pool, &acme, |conn| {
+///     diesel::delete(accounts::table.filter(accounts::tenant.eq(acme.as_str()))).execute(conn)?;
+///     Ok::<_, TenancyError>(())
+/// })?;
+/// # Ok::<(), TenancyError>(())
+/// ```
+pub fn drop_tenant_with<E, F>(pool: &TenantPool, schema: &SchemaName, mut hook: F) -> Result<(), E>
+where
+    F: FnMut(&mut PgConnection) -> Result<(), E>,
+    E: From<TenancyError>,
+{
     let _in_span =
         tracing::info_span!(target: "tenancy", "tenancy.drop_tenant", tenant = schema.as_str()).entered();
     if let Some(role) = pool.inner.layout.role_of(schema.as_str()) {
-        return Err(TenancyError::ReservedSchema { schema: schema.clone(), role });
+        return Err(TenancyError::ReservedSchema { schema: schema.clone(), role }.into());
     }
     let registry = Registry::new(&pool.inner.layout);
     let home = pool.registry_schema().to_owned();
@@ -251,20 +443,29 @@ pub fn drop_tenant(pool: &TenantPool, schema: &SchemaName) -> Result<(), Tenancy
         Ok(before)
     })?;
     pool.forget_tenant(schema);
-    let Some(before) = before else { return Err(TenancyError::TenantNotFound { schema: schema.clone() }) };
+    let Some(before) = before else {
+        return Err(TenancyError::TenantNotFound { schema: schema.clone() }.into());
+    };
+    let unfence = || {
+        let _ = pool.internal_transaction(&home, |conn| -> Result<_, TenancyError> {
+            Registry::lock_tenant(conn, schema)?;
+            registry.set_state(conn, schema, before)
+        });
+    };
 
     let started = Instant::now();
     loop {
-        let attempt = pool.internal_transaction(&home, |conn| -> Result<_, TenancyError> {
+        let attempt = pool.internal_transaction(schema.as_str(), |conn| -> Result<_, Stop<E>> {
             Registry::lock_tenant(conn, schema)?;
             if busy(conn, schema)? {
                 return Ok(false);
             }
+            hook(conn).map_err(Stop::Hook)?;
             let sql = format!(
                 "SET LOCAL lock_timeout = {ATTEMPT_LOCK_TIMEOUT_MS}; DROP SCHEMA IF EXISTS {} CASCADE",
                 schema.quoted()
             );
-            trusted(conn, |c| c.batch_execute(&sql))?;
+            trusted(conn, |c| c.batch_execute(&sql)).map_err(TenancyError::from)?;
             registry.delete(conn, schema)?;
             registry.notify(conn, "drop", schema)?;
             Ok(true)
@@ -275,7 +476,11 @@ pub fn drop_tenant(pool: &TenantPool, schema: &SchemaName) -> Result<(), Tenancy
                 return Ok(());
             }
             Ok(false) => None,
-            Err(error) => Some(error),
+            Err(Stop::Hook(error)) => {
+                unfence();
+                return Err(error);
+            }
+            Err(Stop::Tenancy(error)) => Some(error),
         };
         // A lock wait that timed out is business as usual here; anything
         // else (a permission, say) will not get better by waiting.
@@ -285,16 +490,26 @@ pub fn drop_tenant(pool: &TenantPool, schema: &SchemaName) -> Result<(), Tenancy
         };
         if !waiting || started.elapsed() >= DROP_WAIT {
             // Unfence: the tenant is served again, exactly as before.
-            let _ = pool.internal_transaction(&home, |conn| -> Result<_, TenancyError> {
-                Registry::lock_tenant(conn, schema)?;
-                registry.set_state(conn, schema, before)
-            });
+            unfence();
             return Err(match error {
                 Some(error) if !waiting => error,
                 _ => TenancyError::TenantBusy { schema: schema.clone(), waited: started.elapsed() },
-            });
+            }
+            .into());
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Why one attempt of [`drop_tenant_with`] stopped: the library's error, or the hook's.
+enum Stop<E> {
+    Tenancy(TenancyError),
+    Hook(E),
+}
+
+impl<E> From<TenancyError> for Stop<E> {
+    fn from(error: TenancyError) -> Self {
+        Self::Tenancy(error)
     }
 }
 

@@ -1,4 +1,4 @@
-//! [`migrate_all`]: every registered tenant, several at a time.
+//! [`migrate_all`] and [`revert_last`]: every selected tenant, several at a time.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,11 +11,11 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::Oid;
 
-use super::apply::{apply_pending, probe, Plan};
+use super::apply::{applied_versions, apply_pending, probe, revert_one, Plan};
 use super::report::{
     MigrateOptions, MigrationCounts, MigrationReport, Progress, TenantMigration, TenantOutcome,
 };
-use crate::error::TenancyError;
+use crate::error::{RefusalReason, TenancyError};
 use crate::pool::TenantPool;
 use crate::registry::{AppliedMigrations, Registry, Save, TenantState};
 use crate::schema_name::SchemaName;
@@ -70,9 +70,94 @@ where
         jobs = options.jobs
     );
     let _in_span = fleet_span.enter();
-    let plan = Plan::load(&migrations)?;
+    run(pool, &migrations, options, Operation::Migrate, &fleet_span)
+}
+
+/// Reverts the latest migration of `migrations` in every selected tenant
+/// that has it applied, as diesel's `revert_last_migration` does for one
+/// database: its `down.sql` runs and its version is removed from the
+/// tenant's `__diesel_schema_migrations`, in one transaction per tenant,
+/// holding the tenant's lock.
+///
+/// The version to revert is the migration source's latest, not each
+/// tenant's own last, so a run is **resumable** like
+/// [`migrate_all`](crate::migrate_all): tenants without that version are
+/// [`AlreadyCurrent`](TenantOutcome::AlreadyCurrent) (known from the
+/// registry, without a visit), and a rerun after an interruption reverts
+/// only the tenants still holding it. Reverted tenants are
+/// [`Reverted`](TenantOutcome::Reverted); a tenant whose `down.sql` fails,
+/// or that has a migration newer than the one to revert applied, is
+/// [`Failed`](TenantOutcome::Failed) and keeps its version.
+///
+/// Every option applies: [`tenants`](MigrateOptions::tenants),
+/// [`except`](MigrateOptions::except), [`filter`](MigrateOptions::filter),
+/// [`canary`](MigrateOptions::canary), [`jobs`](MigrateOptions::jobs),
+/// [`dry_run`](MigrateOptions::dry_run). Remove the migration from the
+/// source afterwards, or the next `migrate_all` applies it again.
+///
+/// ```no_run
+/// use diesel_migrations::FileBasedMigrations;
+/// use tenancy_core::{revert_last, schema, MigrateOptions, TenantPool};
+///
+/// let pool = TenantPool::connect("postgres://localhost/app")?;
+/// let migrations = FileBasedMigrations::from_path("migrations/tenant")?;
+/// let options = MigrateOptions::new().tenants([schema!("acme"), schema!("globex")]);
+/// let report = revert_last(&pool, migrations, options)?;
+/// assert!(report.is_clean());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn revert_last<S>(
+    pool: &TenantPool,
+    migrations: S,
+    options: MigrateOptions,
+) -> Result<MigrationReport, TenancyError>
+where
+    S: MigrationSource<Pg> + Sync,
+{
+    let fleet_span = tracing::info_span!(
+        target: "tenancy",
+        "tenancy.revert_last",
+        tenants = tracing::field::Empty,
+        visited = tracing::field::Empty,
+        jobs = options.jobs
+    );
+    let _in_span = fleet_span.enter();
+    run(pool, &migrations, options, Operation::Revert, &fleet_span)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Operation {
+    Migrate,
+    Revert,
+}
+
+fn run<S>(
+    pool: &TenantPool,
+    migrations: &S,
+    options: MigrateOptions,
+    operation: Operation,
+    fleet_span: &tracing::Span,
+) -> Result<MigrationReport, TenancyError>
+where
+    S: MigrationSource<Pg> + Sync,
+{
+    let plan = Plan::load(migrations)?;
+    let revert = match operation {
+        Operation::Migrate => None,
+        Operation::Revert => Some(plan.target.latest.clone().ok_or_else(|| {
+            TenancyError::MigrationSource { source: "the migration source has no migration to revert".into() }
+        })?),
+    };
     let registry = Registry::new(&pool.inner.layout);
-    let fleet = read_fleet(pool, &registry)?;
+    let mut fleet = read_fleet(pool, &registry)?;
+    let not_registered: Vec<SchemaName> = match &options.only {
+        Some(only) => {
+            let registered: HashSet<&SchemaName> = fleet.tenants.iter().map(|t| &t.schema).collect();
+            only.iter().filter(|s| !registered.contains(s) && !options.except.contains(*s)).cloned().collect()
+        }
+        None => Vec::new(),
+    };
+    fleet.tenants.retain(|t| options.selects(&t.schema));
     fleet_span.record("tenants", fleet.tenants.len());
 
     let mut counts = MigrationCounts { total: fleet.tenants.len(), ..MigrationCounts::default() };
@@ -80,13 +165,16 @@ where
     let mut settled = Vec::with_capacity(fleet.tenants.len());
     let mut to_visit = Vec::new();
     for tenant in fleet.tenants {
+        let done = match &revert {
+            None => tenant.state == TenantState::Ready && tenant.applied == plan.target,
+            Some(version) => tenant.applied.latest.as_ref().is_none_or(|latest| latest < version),
+        };
         if !tenant.schema_exists {
             settled.push(TenantMigration { schema: tenant.schema, outcome: TenantOutcome::SchemaMissing });
-        } else if !options.verify_schemas
-            && tenant.state == TenantState::Ready
-            && tenant.applied == plan.target
-        {
+        } else if !options.verify_schemas && done {
             settled.push(TenantMigration { schema: tenant.schema, outcome: TenantOutcome::AlreadyCurrent });
+        } else if options.dry_run {
+            settled.push(TenantMigration { schema: tenant.schema, outcome: TenantOutcome::Pending });
         } else {
             to_visit.push(tenant.schema);
         }
@@ -98,7 +186,6 @@ where
         }
     }
 
-    let visited = to_visit.len();
     let tracker = Mutex::new((counts, progress));
     let finish = |schema: SchemaName, outcome: TenantOutcome| {
         // A callback that panicked poisons the lock; later tenants still count.
@@ -111,72 +198,109 @@ where
         TenantMigration { schema, outcome }
     };
     let visit = |plan: &Plan, schema: SchemaName| {
-        let span = tracing::debug_span!(target: "tenancy", parent: &fleet_span, "tenancy.migrate", tenant = schema.as_str());
-        let outcome = span.in_scope(|| migrate_tenant(pool, &registry, plan, &schema, options.lock_timeout));
+        let span = tracing::debug_span!(target: "tenancy", parent: fleet_span, "tenancy.migrate", tenant = schema.as_str());
+        let outcome = span.in_scope(|| match &revert {
+            None => migrate_tenant(pool, &registry, plan, &schema, options.lock_timeout),
+            Some(version) => revert_tenant(pool, &registry, plan, &schema, options.lock_timeout, version),
+        });
         finish(schema, outcome)
     };
-    fleet_span.record("visited", to_visit.len());
 
-    let jobs = options.jobs.min(visited).max(1);
     let mut lines = settled;
-    if jobs == 1 {
-        lines.extend(to_visit.into_iter().map(|schema| visit(&plan, schema)));
-    } else {
-        let next = AtomicUsize::new(0);
-        let queue = &to_visit;
-        // The caller's subscriber, for the workers' spans too.
-        let dispatch = tracing::dispatcher::get_default(Clone::clone);
-        let results = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..jobs)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let _subscriber = tracing::dispatcher::set_default(&dispatch);
-                        // A migration (a boxed trait object) is not `Send`:
-                        // each worker loads its own copy from the source.
-                        let mut own_plan: Option<Result<Plan, String>> = None;
-                        let mut done = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(schema) = queue.get(i) else { break };
-                            let plan = own_plan
-                                .get_or_insert_with(|| Plan::load(&migrations).map_err(|e| e.to_string()));
-                            done.push(match plan {
-                                Ok(plan) => visit(plan, schema.clone()),
-                                Err(message) => finish(
-                                    schema.clone(),
-                                    TenantOutcome::Failed {
-                                        applied: Vec::new(),
-                                        error: TenancyError::MigrationSource {
-                                            source: message.clone().into(),
-                                        },
-                                    },
-                                ),
-                            });
-                        }
-                        done
-                    })
-                })
-                .collect();
-            workers.into_iter().map(|w| w.join()).collect::<Vec<_>>()
-        });
-        for result in results {
-            match result {
-                Ok(done) => lines.extend(done),
-                // Only the user's progress callback can panic here; let it continue.
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
+    let canaries = options.canary.min(to_visit.len());
+    let rest = to_visit.split_off(canaries);
+    let mut canary_failed = false;
+    let mut visited_count = 0;
+    for (batch, is_canary) in [(to_visit, true), (rest, false)] {
+        if batch.is_empty() {
+            continue;
         }
+        if canary_failed {
+            lines.extend(batch.into_iter().map(|schema| finish(schema, TenantOutcome::Skipped)));
+            continue;
+        }
+        visited_count += batch.len();
+        let done = visit_all(&plan, migrations, batch, options.jobs, &visit, &finish);
+        canary_failed = is_canary && done.iter().any(|t| t.outcome.is_failed());
+        lines.extend(done);
     }
+    fleet_span.record("visited", visited_count);
     lines.sort_by(|a, b| a.schema.cmp(&b.schema));
     let (counts, _) = tracker.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
     Ok(MigrationReport {
         tenants: lines,
         unregistered_schemas: fleet.unregistered,
         invalid_registry_rows: fleet.invalid,
+        not_registered,
+        canary_failed,
         latest_version: plan.target.latest.clone(),
-        visited,
+        visited: visited_count,
         counts,
     })
+}
+
+/// Visits `queue`, `jobs` tenants at a time.
+fn visit_all<S, V, F>(
+    plan: &Plan,
+    migrations: &S,
+    queue: Vec<SchemaName>,
+    jobs: usize,
+    visit: &V,
+    finish: &F,
+) -> Vec<TenantMigration>
+where
+    S: MigrationSource<Pg> + Sync,
+    V: Fn(&Plan, SchemaName) -> TenantMigration + Sync,
+    F: Fn(SchemaName, TenantOutcome) -> TenantMigration + Sync,
+{
+    let jobs = jobs.min(queue.len()).max(1);
+    if jobs == 1 {
+        return queue.into_iter().map(|schema| visit(plan, schema)).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let queue = &queue;
+    // The caller's subscriber, for the workers' spans too.
+    let dispatch = tracing::dispatcher::get_default(Clone::clone);
+    let results = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..jobs)
+            .map(|_| {
+                scope.spawn(|| {
+                    let _subscriber = tracing::dispatcher::set_default(&dispatch);
+                    // A migration (a boxed trait object) is not `Send`:
+                    // each worker loads its own copy from the source.
+                    let mut own_plan: Option<Result<Plan, String>> = None;
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(schema) = queue.get(i) else { break };
+                        let plan =
+                            own_plan.get_or_insert_with(|| Plan::load(migrations).map_err(|e| e.to_string()));
+                        done.push(match plan {
+                            Ok(plan) => visit(plan, schema.clone()),
+                            Err(message) => finish(
+                                schema.clone(),
+                                TenantOutcome::Failed {
+                                    applied: Vec::new(),
+                                    error: TenancyError::MigrationSource { source: message.clone().into() },
+                                },
+                            ),
+                        });
+                    }
+                    done
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join()).collect::<Vec<_>>()
+    });
+    let mut lines = Vec::new();
+    for result in results {
+        match result {
+            Ok(done) => lines.extend(done),
+            // Only the user's progress callback can panic here; let it continue.
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+    lines
 }
 
 /// Migrates one tenant in one transaction; every failure becomes its outcome.
@@ -200,7 +324,7 @@ fn migrate_tenant(
         }
         let run = apply_pending(conn, schema, plan, probe.table_exists)?;
         let state = if run.error.is_some() { TenantState::Failed } else { TenantState::Ready };
-        let message = run.error.as_ref().map(ToString::to_string);
+        let message = run.error.as_ref().map(crate::provision::error_chain);
         registry.save(conn, Save::IfChanged, schema, state, &run.after, message.as_deref())?;
         Ok(match run.error {
             Some(error) => TenantOutcome::Failed { applied: run.applied, error },
@@ -210,6 +334,58 @@ fn migrate_tenant(
     });
     // The transaction failed as a whole (connection lost, lock timeout, ...):
     // it rolled back, so nothing was applied.
+    result.unwrap_or_else(|error| TenantOutcome::Failed { applied: Vec::new(), error })
+}
+
+/// Reverts `version` in one tenant, in one transaction; every failure becomes its outcome.
+fn revert_tenant(
+    pool: &TenantPool,
+    registry: &Registry,
+    plan: &Plan,
+    schema: &SchemaName,
+    lock_timeout: Option<Duration>,
+    version: &str,
+) -> TenantOutcome {
+    let result = pool.internal_transaction(schema.as_str(), |conn| -> Result<_, TenancyError> {
+        if let Some(timeout) = lock_timeout {
+            let sql = format!("SET LOCAL lock_timeout = {}", timeout.as_millis().max(1));
+            trusted(conn, |c| c.batch_execute(&sql))?;
+        }
+        Registry::lock_tenant(conn, schema)?;
+        let probe = probe(conn, schema)?;
+        if !probe.schema_exists {
+            return Ok(TenantOutcome::SchemaMissing);
+        }
+        let applied = if probe.table_exists { applied_versions(conn, schema)? } else { Default::default() };
+        let before = AppliedMigrations::of(&applied);
+        if let Some(newer) = applied.iter().rev().find(|v| v.as_str() > version) {
+            return Ok(TenantOutcome::Failed {
+                applied: Vec::new(),
+                error: TenancyError::Refused {
+                    operation: "revert the last migration of",
+                    schema: schema.to_string(),
+                    reason: RefusalReason::NewerMigrationApplied { version: newer.clone() },
+                },
+            });
+        }
+        if !applied.contains(version) {
+            // Nothing to revert; the row (a failed state, say) is left as it is.
+            return Ok(TenantOutcome::AlreadyCurrent);
+        }
+        let run = revert_one(conn, schema, plan, version)?;
+        let (state, message, after) = match &run {
+            Ok(()) => {
+                let rest: Vec<&String> = applied.iter().filter(|v| v.as_str() != version).collect();
+                (TenantState::Ready, None, AppliedMigrations::of(rest))
+            }
+            Err(error) => (TenantState::Failed, Some(crate::provision::error_chain(error)), before),
+        };
+        registry.save(conn, Save::IfChanged, schema, state, &after, message.as_deref())?;
+        Ok(match run {
+            Ok(()) => TenantOutcome::Reverted { version: version.to_owned() },
+            Err(error) => TenantOutcome::Failed { applied: Vec::new(), error },
+        })
+    });
     result.unwrap_or_else(|error| TenantOutcome::Failed { applied: Vec::new(), error })
 }
 

@@ -9,6 +9,7 @@ mod examples;
 mod isolation;
 mod migrate;
 mod observe;
+mod operations;
 mod pool;
 mod provision;
 mod regressions;
