@@ -16,7 +16,6 @@
 use std::error::Error;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
@@ -54,28 +53,26 @@ fn main() -> Result<()> {
     let db = TestDatabase::with_prefix("bench_cli_noop")?;
 
     let pool = TenantPool::builder().max_size(4).build(db.url())?;
-    let next = AtomicUsize::new(0);
     let start = Instant::now();
-    std::thread::scope(|scope| -> Result<()> {
-        let workers: Vec<_> = (0..4)
-            .map(|_| {
-                scope.spawn(|| -> Result<()> {
+    // Four threads, each provisioning every fourth tenant.
+    let provisioned: Vec<Result<()>> = std::thread::scope(|scope| {
+        let pool = &pool;
+        let handles: Vec<_> = (0..4)
+            .map(|first| {
+                scope.spawn(move || -> Result<()> {
                     let source = migrations()?;
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= n {
-                            return Ok(());
-                        }
-                        provision(&pool, &name(i)?, source.clone())?;
-                    }
+                    (first..n)
+                        .step_by(4)
+                        .try_for_each(|i| Ok(provision(pool, &name(i)?, source.clone()).map(drop)?))
                 })
             })
             .collect();
-        for w in workers {
-            w.join().map_err(|_| "a provisioning thread panicked")??;
-        }
-        Ok(())
-    })?;
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("a provisioning thread panicked".into())))
+            .collect()
+    });
+    provisioned.into_iter().collect::<Result<()>>()?;
     println!("  (set-up: {n} tenants provisioned in {:.1} s with 4 threads)", start.elapsed().as_secs_f64());
 
     let tenancy = |args: &[&str]| -> Result<(Duration, String)> {

@@ -276,6 +276,18 @@ pub fn parse_schema(name: &str) -> Result<SchemaName, TenancyError> {
     SchemaName::new(name).map_err(|reason| TenancyError::invalid_name(name, reason))
 }
 
+/// An error and its sources, on one line (for the registry's `last_error`).
+pub(crate) fn error_chain(error: &TenancyError) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

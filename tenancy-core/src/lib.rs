@@ -94,6 +94,7 @@ macro_rules! setters {
 
 mod config;
 mod context;
+mod decommission;
 mod error;
 mod guard;
 mod layout;
@@ -118,6 +119,7 @@ mod macro_schema_rules;
 
 pub use config::ConfigError;
 pub use context::{Tenant, TenantContext};
+pub use decommission::{drop_tenant, drop_tenant_with};
 pub use error::{parse_schema, RefusalReason, TenancyError};
 pub use layout::SchemaRole;
 pub use migrate::{
@@ -128,9 +130,7 @@ pub use pool::{
     InstrumentationFactory, IsolationLevel, PoolState, PoolerMode, SharedConnection, TenantConnection,
     TenantPool, TenantPoolBuilder, TransactionBuilder, TransactionOptions,
 };
-pub use provision::{
-    adopt, drop_tenant, drop_tenant_with, provision, provision_in, provision_with, Provisioned,
-};
+pub use provision::{adopt, provision, provision_in, provision_with, Provisioned};
 pub use registry::{TenantRecord, TenantState, UnknownTenantState};
 pub use schema_name::{SchemaName, SchemaNameError, DEFAULT_REGISTRY_SCHEMA, MAX_LEN};
 pub use scope::{Nested, Scope, ScopedConnection};

@@ -1,4 +1,5 @@
-//! [`migrate_all`] and [`revert_last`]: every selected tenant, several at a time.
+//! Fleet runs ([`migrate_all`], and [`revert_last`](super::revert_last)): every
+//! selected tenant, several at a time.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,11 +12,11 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::Oid;
 
-use super::apply::{applied_versions, apply_pending, probe, revert_one, Plan};
+use super::apply::{apply_pending, probe, Plan, Probe};
 use super::report::{
     MigrateOptions, MigrationCounts, MigrationReport, Progress, TenantMigration, TenantOutcome,
 };
-use crate::error::{RefusalReason, TenancyError};
+use crate::error::{error_chain, TenancyError};
 use crate::pool::TenantPool;
 use crate::registry::{AppliedMigrations, Registry, Save, TenantState};
 use crate::schema_name::SchemaName;
@@ -62,92 +63,115 @@ pub fn migrate_all<S>(
 where
     S: MigrationSource<Pg> + Sync,
 {
-    let fleet_span = tracing::info_span!(
-        target: "tenancy",
-        "tenancy.migrate_all",
-        tenants = tracing::field::Empty,
-        visited = tracing::field::Empty,
-        jobs = options.jobs
-    );
-    let _in_span = fleet_span.enter();
-    run(pool, &migrations, options, Operation::Migrate, &fleet_span)
+    let span = fleet_span!("tenancy.migrate_all", options);
+    run(pool, &migrations, options, &Migrate, span)
 }
 
-/// Reverts the latest migration of `migrations` in every selected tenant
-/// that has it applied, as diesel's `revert_last_migration` does for one
-/// database: its `down.sql` runs and its version is removed from the
-/// tenant's `__diesel_schema_migrations`, in one transaction per tenant,
-/// holding the tenant's lock.
-///
-/// The version to revert is the migration source's latest, not each
-/// tenant's own last, so a run is **resumable** like
-/// [`migrate_all`](crate::migrate_all): tenants without that version are
-/// [`AlreadyCurrent`](TenantOutcome::AlreadyCurrent) (known from the
-/// registry, without a visit), and a rerun after an interruption reverts
-/// only the tenants still holding it. Reverted tenants are
-/// [`Reverted`](TenantOutcome::Reverted); a tenant whose `down.sql` fails,
-/// or that has a migration newer than the one to revert applied, is
-/// [`Failed`](TenantOutcome::Failed) and keeps its version.
-///
-/// Every option applies: [`tenants`](MigrateOptions::tenants),
-/// [`except`](MigrateOptions::except), [`filter`](MigrateOptions::filter),
-/// [`canary`](MigrateOptions::canary), [`jobs`](MigrateOptions::jobs),
-/// [`dry_run`](MigrateOptions::dry_run). Remove the migration from the
-/// source afterwards, or the next `migrate_all` applies it again.
-///
-/// ```no_run
-/// use diesel_migrations::FileBasedMigrations;
-/// use tenancy_core::{revert_last, schema, MigrateOptions, TenantPool};
-///
-/// let pool = TenantPool::connect("postgres://localhost/app")?;
-/// let migrations = FileBasedMigrations::from_path("migrations/tenant")?;
-/// let options = MigrateOptions::new().tenants([schema!("acme"), schema!("globex")]);
-/// let report = revert_last(&pool, migrations, options)?;
-/// assert!(report.is_clean());
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub fn revert_last<S>(
-    pool: &TenantPool,
-    migrations: S,
-    options: MigrateOptions,
-) -> Result<MigrationReport, TenancyError>
-where
-    S: MigrationSource<Pg> + Sync,
-{
-    let fleet_span = tracing::info_span!(
-        target: "tenancy",
-        "tenancy.revert_last",
-        tenants = tracing::field::Empty,
-        visited = tracing::field::Empty,
-        jobs = options.jobs
-    );
-    let _in_span = fleet_span.enter();
-    run(pool, &migrations, options, Operation::Revert, &fleet_span)
+/// The span of a whole fleet run, named `$name`; `tenants` and `visited`
+/// are recorded as the run learns them.
+macro_rules! fleet_span {
+    ($name:literal, $options:expr) => {
+        tracing::info_span!(
+            target: "tenancy",
+            $name,
+            tenants = tracing::field::Empty,
+            visited = tracing::field::Empty,
+            jobs = $options.jobs
+        )
+    };
+}
+pub(super) use fleet_span;
+
+/// What a fleet run does to each tenant.
+pub(super) trait Operation: Sync {
+    /// Refuses a run that cannot start with this migration source.
+    fn check(&self, _plan: &Plan) -> Result<(), TenancyError> {
+        Ok(())
+    }
+
+    /// Whether the registry's record alone shows there is nothing to do.
+    fn done(&self, plan: &Plan, state: TenantState, applied: &AppliedMigrations) -> bool;
+
+    /// Does it to one tenant, in one transaction; every failure becomes its outcome.
+    fn visit(&self, tenant: Visit<'_>) -> TenantOutcome;
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Operation {
-    Migrate,
-    Revert,
+/// One tenant's visit, and what it runs with.
+pub(super) struct Visit<'a> {
+    pub(super) pool: &'a TenantPool,
+    pub(super) registry: &'a Registry,
+    pub(super) plan: &'a Plan,
+    pub(super) schema: &'a SchemaName,
+    pub(super) lock_timeout: Option<Duration>,
 }
 
-fn run<S>(
+impl Visit<'_> {
+    /// Runs `work` in one transaction holding the tenant's lock (with the
+    /// run's `lock_timeout`, if any), once its schema is known to exist;
+    /// every failure becomes the tenant's outcome.
+    pub(super) fn run<F>(&self, work: F) -> TenantOutcome
+    where
+        F: FnOnce(&mut PgConnection, Probe) -> Result<TenantOutcome, TenancyError>,
+    {
+        let schema = self.schema;
+        let result = self.pool.internal_transaction(schema.as_str(), |conn| -> Result<_, TenancyError> {
+            if let Some(timeout) = self.lock_timeout {
+                // An integer of milliseconds: nothing user-supplied is spliced.
+                let sql = format!("SET LOCAL lock_timeout = {}", timeout.as_millis().max(1));
+                trusted(conn, |c| c.batch_execute(&sql))?;
+            }
+            Registry::lock_tenant(conn, schema)?;
+            let probe = probe(conn, schema)?;
+            if !probe.schema_exists {
+                return Ok(TenantOutcome::SchemaMissing);
+            }
+            work(conn, probe)
+        });
+        // The transaction failed as a whole (connection lost, lock timeout, ...):
+        // it rolled back, so nothing was applied.
+        result.unwrap_or_else(|error| TenantOutcome::Failed { applied: Vec::new(), error })
+    }
+}
+
+/// [`migrate_all`]'s operation.
+struct Migrate;
+
+impl Operation for Migrate {
+    fn done(&self, plan: &Plan, state: TenantState, applied: &AppliedMigrations) -> bool {
+        state == TenantState::Ready && *applied == plan.target
+    }
+
+    fn visit(&self, tenant: Visit<'_>) -> TenantOutcome {
+        let Visit { registry, plan, schema, .. } = tenant;
+        tenant.run(|conn, probe| {
+            let run = apply_pending(conn, schema, plan, probe.table_exists)?;
+            let state = if run.error.is_some() { TenantState::Failed } else { TenantState::Ready };
+            let message = run.error.as_ref().map(error_chain);
+            registry.save(conn, Save::IfChanged, schema, state, &run.after, message.as_deref())?;
+            Ok(match run.error {
+                Some(error) => TenantOutcome::Failed { applied: run.applied, error },
+                None if run.applied.is_empty() => TenantOutcome::AlreadyCurrent,
+                None => TenantOutcome::Applied { versions: run.applied },
+            })
+        })
+    }
+}
+
+/// One fleet run: reads the registry, settles what it can without a visit,
+/// then visits the rest (canaries first), `jobs` at a time.
+pub(super) fn run<S>(
     pool: &TenantPool,
     migrations: &S,
     options: MigrateOptions,
-    operation: Operation,
-    fleet_span: &tracing::Span,
+    operation: &dyn Operation,
+    fleet_span: tracing::Span,
 ) -> Result<MigrationReport, TenancyError>
 where
     S: MigrationSource<Pg> + Sync,
 {
+    let _in_span = fleet_span.enter();
     let plan = Plan::load(migrations)?;
-    let revert = match operation {
-        Operation::Migrate => None,
-        Operation::Revert => Some(plan.target.latest.clone().ok_or_else(|| {
-            TenancyError::MigrationSource { source: "the migration source has no migration to revert".into() }
-        })?),
-    };
+    operation.check(&plan)?;
     let registry = Registry::new(&pool.inner.layout);
     let mut fleet = read_fleet(pool, &registry)?;
     let not_registered: Vec<SchemaName> = match &options.only {
@@ -165,10 +189,7 @@ where
     let mut settled = Vec::with_capacity(fleet.tenants.len());
     let mut to_visit = Vec::new();
     for tenant in fleet.tenants {
-        let done = match &revert {
-            None => tenant.state == TenantState::Ready && tenant.applied == plan.target,
-            Some(version) => tenant.applied.latest.as_ref().is_none_or(|latest| latest < version),
-        };
+        let done = operation.done(&plan, tenant.state, &tenant.applied);
         if !tenant.schema_exists {
             settled.push(TenantMigration { schema: tenant.schema, outcome: TenantOutcome::SchemaMissing });
         } else if !options.verify_schemas && done {
@@ -198,10 +219,15 @@ where
         TenantMigration { schema, outcome }
     };
     let visit = |plan: &Plan, schema: SchemaName| {
-        let span = tracing::debug_span!(target: "tenancy", parent: fleet_span, "tenancy.migrate", tenant = schema.as_str());
-        let outcome = span.in_scope(|| match &revert {
-            None => migrate_tenant(pool, &registry, plan, &schema, options.lock_timeout),
-            Some(version) => revert_tenant(pool, &registry, plan, &schema, options.lock_timeout, version),
+        let span = tracing::debug_span!(target: "tenancy", parent: &fleet_span, "tenancy.migrate", tenant = schema.as_str());
+        let outcome = span.in_scope(|| {
+            operation.visit(Visit {
+                pool,
+                registry: &registry,
+                plan,
+                schema: &schema,
+                lock_timeout: options.lock_timeout,
+            })
         });
         finish(schema, outcome)
     };
@@ -301,92 +327,6 @@ where
         }
     }
     lines
-}
-
-/// Migrates one tenant in one transaction; every failure becomes its outcome.
-fn migrate_tenant(
-    pool: &TenantPool,
-    registry: &Registry,
-    plan: &Plan,
-    schema: &SchemaName,
-    lock_timeout: Option<Duration>,
-) -> TenantOutcome {
-    let result = pool.internal_transaction(schema.as_str(), |conn| -> Result<_, TenancyError> {
-        if let Some(timeout) = lock_timeout {
-            // An integer of milliseconds: nothing user-supplied is spliced.
-            let sql = format!("SET LOCAL lock_timeout = {}", timeout.as_millis().max(1));
-            trusted(conn, |c| c.batch_execute(&sql))?;
-        }
-        Registry::lock_tenant(conn, schema)?;
-        let probe = probe(conn, schema)?;
-        if !probe.schema_exists {
-            return Ok(TenantOutcome::SchemaMissing);
-        }
-        let run = apply_pending(conn, schema, plan, probe.table_exists)?;
-        let state = if run.error.is_some() { TenantState::Failed } else { TenantState::Ready };
-        let message = run.error.as_ref().map(crate::provision::error_chain);
-        registry.save(conn, Save::IfChanged, schema, state, &run.after, message.as_deref())?;
-        Ok(match run.error {
-            Some(error) => TenantOutcome::Failed { applied: run.applied, error },
-            None if run.applied.is_empty() => TenantOutcome::AlreadyCurrent,
-            None => TenantOutcome::Applied { versions: run.applied },
-        })
-    });
-    // The transaction failed as a whole (connection lost, lock timeout, ...):
-    // it rolled back, so nothing was applied.
-    result.unwrap_or_else(|error| TenantOutcome::Failed { applied: Vec::new(), error })
-}
-
-/// Reverts `version` in one tenant, in one transaction; every failure becomes its outcome.
-fn revert_tenant(
-    pool: &TenantPool,
-    registry: &Registry,
-    plan: &Plan,
-    schema: &SchemaName,
-    lock_timeout: Option<Duration>,
-    version: &str,
-) -> TenantOutcome {
-    let result = pool.internal_transaction(schema.as_str(), |conn| -> Result<_, TenancyError> {
-        if let Some(timeout) = lock_timeout {
-            let sql = format!("SET LOCAL lock_timeout = {}", timeout.as_millis().max(1));
-            trusted(conn, |c| c.batch_execute(&sql))?;
-        }
-        Registry::lock_tenant(conn, schema)?;
-        let probe = probe(conn, schema)?;
-        if !probe.schema_exists {
-            return Ok(TenantOutcome::SchemaMissing);
-        }
-        let applied = if probe.table_exists { applied_versions(conn, schema)? } else { Default::default() };
-        let before = AppliedMigrations::of(&applied);
-        if let Some(newer) = applied.iter().rev().find(|v| v.as_str() > version) {
-            return Ok(TenantOutcome::Failed {
-                applied: Vec::new(),
-                error: TenancyError::Refused {
-                    operation: "revert the last migration of",
-                    schema: schema.to_string(),
-                    reason: RefusalReason::NewerMigrationApplied { version: newer.clone() },
-                },
-            });
-        }
-        if !applied.contains(version) {
-            // Nothing to revert; the row (a failed state, say) is left as it is.
-            return Ok(TenantOutcome::AlreadyCurrent);
-        }
-        let run = revert_one(conn, schema, plan, version)?;
-        let (state, message, after) = match &run {
-            Ok(()) => {
-                let rest: Vec<&String> = applied.iter().filter(|v| v.as_str() != version).collect();
-                (TenantState::Ready, None, AppliedMigrations::of(rest))
-            }
-            Err(error) => (TenantState::Failed, Some(crate::provision::error_chain(error)), before),
-        };
-        registry.save(conn, Save::IfChanged, schema, state, &after, message.as_deref())?;
-        Ok(match run {
-            Ok(()) => TenantOutcome::Reverted { version: version.to_owned() },
-            Err(error) => TenantOutcome::Failed { applied: Vec::new(), error },
-        })
-    });
-    result.unwrap_or_else(|error| TenantOutcome::Failed { applied: Vec::new(), error })
 }
 
 /// The registry as one run sees it.

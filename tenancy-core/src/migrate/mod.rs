@@ -21,10 +21,12 @@
 pub(crate) mod apply;
 mod fleet;
 mod report;
+mod revert;
 mod shared;
 
-pub use fleet::{migrate_all, revert_last};
+pub use fleet::migrate_all;
 pub use report::{
     MigrateOptions, MigrationCounts, MigrationReport, Progress, TenantMigration, TenantOutcome,
 };
+pub use revert::revert_last;
 pub use shared::migrate_shared;

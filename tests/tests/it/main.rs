@@ -6,6 +6,7 @@
 mod compose;
 mod differential;
 mod examples;
+mod fleets;
 mod isolation;
 mod migrate;
 mod observe;

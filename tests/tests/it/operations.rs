@@ -17,62 +17,10 @@ use tenancy_core::{
 use tenancy_devdb::pgbouncer::{PgBouncer, PgBouncerConfig};
 use tenancy_tests::{count, migrations};
 
-const V1: &str = "20240201000001";
-const V2: &str = "20240202000001";
-const V3: &str = "20240203000001";
+use crate::fleets::{break_tenant, fleet, has_column, versions, Scene, V1, V2, V3};
 
 fn temp_db(tag: &str) -> tenancy_devdb::TempDatabase {
     tenancy_tests::temp_database(&format!("ops_{tag}"))
-}
-
-fn versions(conn: &mut PgConnection, schema: &SchemaName) -> Vec<String> {
-    #[derive(QueryableByName)]
-    struct V {
-        #[diesel(sql_type = Text)]
-        version: String,
-    }
-    diesel::sql_query(format!(
-        "SELECT version FROM {}.__diesel_schema_migrations ORDER BY 1",
-        schema.quoted()
-    ))
-    .load::<V>(conn)
-    .unwrap()
-    .into_iter()
-    .map(|v| v.version)
-    .collect()
-}
-
-fn has_column(conn: &mut PgConnection, schema: &SchemaName, table: &str, column: &str) -> bool {
-    count(
-        conn,
-        &format!(
-            "SELECT count(*) AS n FROM information_schema.columns \
-             WHERE table_schema = '{schema}' AND table_name = '{table}' AND column_name = '{column}'"
-        ),
-        &[],
-    ) == 1
-}
-
-/// `n` tenants `t00`, `t01`, ... provisioned at version 1, each with one account.
-fn fleet(pool: &TenantPool, admin: &mut PgConnection, n: usize) -> Vec<SchemaName> {
-    (0..n)
-        .map(|i| {
-            let schema = SchemaName::new(&format!("t{i:02}")).unwrap();
-            provision(pool, &schema, migrations("fleet_v1")).unwrap();
-            admin
-                .batch_execute(&format!(
-                    "INSERT INTO {}.accounts (email) VALUES ('a@{schema}.test')",
-                    schema.quoted()
-                ))
-                .unwrap();
-            schema
-        })
-        .collect()
-}
-
-/// Makes the second migration of `fleet_v2` fail for `schema`.
-fn break_tenant(admin: &mut PgConnection, schema: &SchemaName) {
-    admin.batch_execute(&format!("INSERT INTO {}.accounts (email) VALUES (NULL)", schema.quoted())).unwrap();
 }
 
 fn name(s: &str) -> SchemaName {
@@ -81,9 +29,7 @@ fn name(s: &str) -> SchemaName {
 
 #[test]
 fn subsets_migrate_only_the_selected_tenants_and_report_names_that_are_not_tenants() {
-    let db = temp_db("subset");
-    let pool = TenantPool::builder().max_size(3).build(db.url()).unwrap();
-    let mut admin = db.connect().unwrap();
+    let Scene { db: _db, pool, mut admin } = Scene::on(temp_db("subset"), 3);
     let t = fleet(&pool, &mut admin, 6);
 
     // A list, with a name that is not a tenant.
@@ -122,9 +68,7 @@ fn subsets_migrate_only_the_selected_tenants_and_report_names_that_are_not_tenan
 
 #[test]
 fn a_dry_run_reports_what_would_be_migrated_and_changes_nothing() {
-    let db = temp_db("dry");
-    let pool = TenantPool::builder().max_size(2).build(db.url()).unwrap();
-    let mut admin = db.connect().unwrap();
+    let Scene { db: _db, pool, mut admin } = Scene::on(temp_db("dry"), 2);
     let t = fleet(&pool, &mut admin, 3);
     migrate_all(&pool, migrations("fleet_v2"), MigrateOptions::new().tenants([t[0].clone()])).unwrap();
 
@@ -137,9 +81,7 @@ fn a_dry_run_reports_what_would_be_migrated_and_changes_nothing() {
 
 #[test]
 fn a_failing_canary_stops_the_run_before_the_other_tenants() {
-    let db = temp_db("canary_stop");
-    let pool = TenantPool::builder().max_size(3).build(db.url()).unwrap();
-    let mut admin = db.connect().unwrap();
+    let Scene { db: _db, pool, mut admin } = Scene::on(temp_db("canary_stop"), 3);
     let t = fleet(&pool, &mut admin, 6);
     break_tenant(&mut admin, &t[1]);
 
@@ -158,9 +100,7 @@ fn a_failing_canary_stops_the_run_before_the_other_tenants() {
 
 #[test]
 fn canaries_that_succeed_let_the_run_continue_with_the_rest() {
-    let db = temp_db("canary_go");
-    let pool = TenantPool::builder().max_size(3).build(db.url()).unwrap();
-    let mut admin = db.connect().unwrap();
+    let Scene { db: _db, pool, mut admin } = Scene::on(temp_db("canary_go"), 3);
     let t = fleet(&pool, &mut admin, 5);
     break_tenant(&mut admin, &t[3]);
 
@@ -173,9 +113,7 @@ fn canaries_that_succeed_let_the_run_continue_with_the_rest() {
 
 #[test]
 fn revert_last_reverts_the_latest_migration_of_the_chosen_tenants_and_a_rerun_resumes() {
-    let db = temp_db("revert");
-    let pool = TenantPool::builder().max_size(3).build(db.url()).unwrap();
-    let mut admin = db.connect().unwrap();
+    let Scene { db: _db, pool, mut admin } = Scene::on(temp_db("revert"), 3);
     let t = fleet(&pool, &mut admin, 4);
     assert!(migrate_all(&pool, migrations("fleet_v2"), MigrateOptions::new()).unwrap().is_clean());
 
@@ -265,9 +203,7 @@ fn seed(conn: &mut PgConnection, schema: &SchemaName) -> Result<(), diesel::resu
 
 #[test]
 fn a_failing_seed_leaves_no_schema_no_registry_row_and_no_shared_row() {
-    let db = temp_db("signup");
-    let pool = TenantPool::builder().max_size(2).build(db.url()).unwrap();
-    let mut admin = db.connect().unwrap();
+    let Scene { db: _db, pool, mut admin } = Scene::on(temp_db("signup"), 2);
     admin.batch_execute(SIGNUPS_DDL).unwrap();
     tenancy_core::list_tenants(&pool).unwrap();
     let acme = name("acme");
@@ -304,9 +240,7 @@ fn a_failing_seed_leaves_no_schema_no_registry_row_and_no_shared_row() {
 
 #[test]
 fn provisioning_inside_the_callers_transaction_commits_and_rolls_back_with_it() {
-    let db = temp_db("signup_in");
-    let pool = TenantPool::builder().max_size(2).build(db.url()).unwrap();
-    let mut admin = db.connect().unwrap();
+    let Scene { db, pool, mut admin } = Scene::on(temp_db("signup_in"), 2);
     admin.batch_execute(SIGNUPS_DDL).unwrap();
     tenancy_core::list_tenants(&pool).unwrap();
     let (rolled, kept) = (name("rolled_back"), name("kept"));
@@ -352,9 +286,7 @@ fn provisioning_inside_the_callers_transaction_commits_and_rolls_back_with_it() 
 
 #[test]
 fn drop_tenant_with_runs_its_hook_in_the_drop_transaction() {
-    let db = temp_db("drop_hook");
-    let pool = TenantPool::builder().max_size(2).build(db.url()).unwrap();
-    let mut admin = db.connect().unwrap();
+    let Scene { db: _db, pool, mut admin } = Scene::on(temp_db("drop_hook"), 2);
     admin.batch_execute(SIGNUPS_DDL).unwrap();
     let acme = name("acme");
     provision_with(&pool, &acme, migrations("fleet_v1"), |conn, _| {
@@ -401,9 +333,7 @@ fn drop_tenant_with_runs_its_hook_in_the_drop_transaction() {
 
 #[test]
 fn list_tenants_lists_valid_rows_and_reports_invalid_ones() {
-    let db = temp_db("list_invalid");
-    let pool = TenantPool::builder().max_size(2).build(db.url()).unwrap();
-    let mut admin = db.connect().unwrap();
+    let Scene { db: _db, pool, mut admin } = Scene::on(temp_db("list_invalid"), 2);
     provision(&pool, &name("good_a"), migrations("fleet_v1")).unwrap();
     provision(&pool, &name("good_b"), migrations("fleet_v1")).unwrap();
     admin
