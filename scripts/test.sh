@@ -60,6 +60,7 @@ cargo bench -p tenancy-tests --bench scoping -- --quick
 cargo bench -p tenancy-tests --bench fleet -- --quick
 cargo bench -p tenancy-tests --bench retirement -- --quick
 cargo bench -p tenancy-tests --bench guard -- --quick
+cargo bench -p tenancy-cli --bench migrate_noop -- --quick
 cargo bench -p tenancy-tests --bench async_api -- --quick
 
 # One closing line for the whole suite (cargo prints one per test binary).
