@@ -36,18 +36,18 @@ const MIGRATIONS: EmbeddedMigrations = embed_migrations!("axum_service/migration
 
 #[derive(Debug, thiserror::Error)]
 enum ServiceError {
+    #[error("unknown argument {0:?}; usage: axum_service [--serve [ADDR]]")]
+    Usage(String),
+    #[error("check failed: {0}")]
+    Check(String),
+    #[error("HTTP: {0}")]
+    Http(#[from] ClientError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
     #[error(transparent)]
     Database(#[from] DevDbError),
     #[error(transparent)]
     Tenancy(#[from] TenancyError),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("HTTP: {0}")]
-    Http(#[from] ClientError),
-    #[error("check failed: {0}")]
-    Check(String),
-    #[error("unknown argument {0:?}; usage: axum_service [--serve [ADDR]]")]
-    Usage(String),
 }
 
 fn main() -> ExitCode {

@@ -133,16 +133,11 @@ impl TenantPool {
     /// .await?;
     /// # Ok(()) }
     /// ```
-    pub fn run_transaction<T, E, F>(
+    pub fn run_transaction<T: Send + 'static, E: From<TenancyError> + Send + 'static>(
         &self,
         schema: &SchemaName,
-        f: F,
-    ) -> impl Future<Output = Result<T, E>> + Send + 'static
-    where
-        F: FnOnce(&mut TenantConnection) -> Result<T, E> + Send + 'static,
-        T: Send + 'static,
-        E: From<TenancyError> + Send + 'static,
-    {
+        f: impl FnOnce(&mut TenantConnection) -> Result<T, E> + Send + 'static,
+    ) -> impl Future<Output = Result<T, E>> + Send + 'static {
         let (pool, schema) = (self.clone(), schema.clone());
         let work = move |wanted: &AtomicBool| {
             pool.transaction(&schema, |conn| {
@@ -220,12 +215,10 @@ impl Tenant {
     }
 
     /// [`TenantPool::run_transaction`] for this tenant.
-    pub fn run_transaction<T, E, F>(&self, f: F) -> impl Future<Output = Result<T, E>> + Send + 'static
-    where
-        F: FnOnce(&mut TenantConnection) -> Result<T, E> + Send + 'static,
-        T: Send + 'static,
-        E: From<TenancyError> + Send + 'static,
-    {
+    pub fn run_transaction<T: Send + 'static, E: From<TenancyError> + Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut TenantConnection) -> Result<T, E> + Send + 'static,
+    ) -> impl Future<Output = Result<T, E>> + Send + 'static {
         self.pool().run_transaction(self.schema(), f)
     }
 }

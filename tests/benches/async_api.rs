@@ -109,6 +109,17 @@ fn lookup(conn: &mut PgConnection, id: i64) -> QueryResult<String> {
 type AsyncOp =
     Arc<dyn Fn(u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
 
+/// `op` as a user would call it by hand: in `spawn_blocking`, awaited.
+fn by_hand(op: impl Fn(u64) + Send + Sync + 'static) -> AsyncOp {
+    let op = Arc::new(op);
+    Arc::new(move |n| {
+        let op = Arc::clone(&op);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || op(n)).await.unwrap();
+        })
+    })
+}
+
 /// Requests per second of `op` run by `TASKS` tasks for `sample`.
 fn throughput_async(runtime: &tokio::runtime::Runtime, sample: Duration, tasks: usize, op: &AsyncOp) -> f64 {
     runtime.block_on(async {
@@ -209,21 +220,13 @@ fn run_group(
     schema: &SchemaName,
 ) -> String {
     let id = move |n: u64| (n as i64 % ROWS) + 1;
-    let hand: AsyncOp = {
+    let hand = by_hand({
         let (pool, schema) = (pool.clone(), schema.clone());
-        Arc::new(move |n| {
-            let (pool, schema) = (pool.clone(), schema.clone());
-            Box::pin(async move {
-                tokio::task::spawn_blocking(move || {
-                    let mut conn = pool.tenant(&schema)?;
-                    Ok::<_, TenancyError>(lookup(&mut conn, id(n))?)
-                })
-                .await
-                .unwrap()
-                .unwrap();
-            })
-        })
-    };
+        move |n| {
+            let mut conn = pool.tenant(&schema).unwrap();
+            lookup(&mut conn, id(n)).unwrap();
+        }
+    });
     let run: AsyncOp = {
         let tenant = pool.for_tenant(schema.clone());
         Arc::new(move |n| {
@@ -233,20 +236,12 @@ fn run_group(
             })
         })
     };
-    let hand_tx: AsyncOp = {
+    let hand_tx = by_hand({
         let (pool, schema) = (pool.clone(), schema.clone());
-        Arc::new(move |n| {
-            let (pool, schema) = (pool.clone(), schema.clone());
-            Box::pin(async move {
-                tokio::task::spawn_blocking(move || {
-                    pool.transaction(&schema, |conn| Ok::<_, TenancyError>(lookup(conn, id(n))?))
-                })
-                .await
-                .unwrap()
-                .unwrap();
-            })
-        })
-    };
+        move |n| {
+            pool.transaction(&schema, |conn| Ok::<_, TenancyError>(lookup(conn, id(n))?)).unwrap();
+        }
+    });
     let run_tx: AsyncOp = {
         let tenant = pool.for_tenant(schema.clone());
         Arc::new(move |n| {
@@ -256,20 +251,13 @@ fn run_group(
             })
         })
     };
-    let plain_hand: AsyncOp = {
+    let plain_hand = by_hand({
         let plain = plain.clone();
-        Arc::new(move |n| {
-            let plain = plain.clone();
-            Box::pin(async move {
-                tokio::task::spawn_blocking(move || {
-                    let mut conn = plain.get().unwrap();
-                    lookup(&mut conn, id(n)).unwrap();
-                })
-                .await
-                .unwrap();
-            })
-        })
-    };
+        move |n| {
+            let mut conn = plain.get().unwrap();
+            lookup(&mut conn, id(n)).unwrap();
+        }
+    });
     let hop: AsyncOp = Arc::new(|n| {
         Box::pin(async move {
             std::hint::black_box(tokio::task::spawn_blocking(move || std::hint::black_box(n)).await.unwrap());

@@ -64,15 +64,20 @@ fn session_state(conn: &mut PgConnection) -> SessionState {
     SessionState { no_xid: first.no_xid, own_transaction: later != first.now, path: first.path }
 }
 
+/// One tenant of its own, and a pool of one.
+fn alone(tag: &str) -> (Schemas, SchemaName, TenantPool) {
+    let schemas = Schemas::create(tag, 1, ITEMS_DDL);
+    let schema = schemas.first().clone();
+    (schemas, schema, pool_of(1))
+}
+
 /// Neither the wait for a connection nor the closure runs on the runtime's
 /// thread: on a current-thread runtime, the test's own task keeps running
 /// while one closure blocks holding the only connection and another
 /// `run` waits for it.
 #[test]
 fn closures_and_pool_waits_never_block_the_runtime_thread() {
-    let schemas = Schemas::create("async_off", 1, ITEMS_DDL);
-    let schema = schemas.first().clone();
-    let pool = pool_of(1);
+    let (_schemas, schema, pool) = alone("async_off");
     current_thread().block_on(async {
         let runtime_thread = std::thread::current().id();
         let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -103,9 +108,7 @@ fn closures_and_pool_waits_never_block_the_runtime_thread() {
 /// connection goes back clean.
 #[test]
 fn a_panic_in_the_closure_resumes_in_the_awaiting_task() {
-    let schemas = Schemas::create("async_panic", 1, ITEMS_DDL);
-    let schema = schemas.first().clone();
-    let pool = pool_of(1);
+    let (_schemas, schema, pool) = alone("async_panic");
     let runtime = multi_thread();
     runtime.block_on(async {
         let s = schema.clone();
@@ -151,9 +154,7 @@ fn awaiting_outside_a_tokio_runtime_is_a_typed_error() {
 /// future is dropped before it started never runs.
 #[test]
 fn dropped_futures_end_their_work_as_the_closure_says() {
-    let schemas = Schemas::create("async_drop", 1, ITEMS_DDL);
-    let schema = schemas.first().clone();
-    let pool = pool_of(1);
+    let (_schemas, schema, pool) = alone("async_drop");
     current_thread().block_on(async {
         for commit in [true, false] {
             let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel();

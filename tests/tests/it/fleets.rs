@@ -22,6 +22,13 @@ impl Scene {
         let admin = db.connect().unwrap();
         Self { db, pool, admin }
     }
+
+    /// A pool of `max_size` on `db`, and a [`fleet`] of `n` tenants in it.
+    pub(crate) fn with_fleet(db: TempDatabase, max_size: u32, n: usize) -> (Self, Vec<SchemaName>) {
+        let mut scene = Self::on(db, max_size);
+        let tenants = fleet(&scene.pool, &mut scene.admin, n);
+        (scene, tenants)
+    }
 }
 
 /// The versions of `fleet_v2`'s three migrations.

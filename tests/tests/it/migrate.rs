@@ -34,8 +34,7 @@ fn has_table(conn: &mut PgConnection, schema: &SchemaName, table: &str) -> bool 
 
 #[test]
 fn one_failing_tenant_among_twenty_one_fails_alone_and_a_rerun_migrates_only_it() {
-    let Scene { db: _db, pool, mut admin } = Scene::on(temp_db("one_fails"), 4);
-    let tenants = fleet(&pool, &mut admin, 21);
+    let (Scene { db: _db, pool, mut admin }, tenants) = Scene::with_fleet(temp_db("one_fails"), 4, 21);
     let bad = tenants[7].clone();
     // Its data violates the constraint the second migration adds.
     break_tenant(&mut admin, &bad);
@@ -113,8 +112,7 @@ fn one_failing_tenant_among_twenty_one_fails_alone_and_a_rerun_migrates_only_it(
 
 #[test]
 fn a_current_fleet_is_known_from_the_registry_without_visiting_any_schema() {
-    let Scene { db, pool, mut admin } = Scene::on(temp_db("current"), 2);
-    let tenants = fleet(&pool, &mut admin, 4);
+    let (Scene { db, pool, admin: _ }, tenants) = Scene::with_fleet(temp_db("current"), 2, 4);
     migrate_all(&pool, migrations("fleet_v2"), MigrateOptions::new()).unwrap();
 
     // Hold one tenant's migration table: any visit to that schema would wait on it.
@@ -214,8 +212,7 @@ fn two_deploys_migrating_at_once_apply_each_migration_once() {
 
 #[test]
 fn migrations_that_cannot_run_in_a_transaction_are_refused_before_touching_tenants() {
-    let Scene { db: _db, pool, mut admin } = Scene::on(temp_db("no_tx"), 1);
-    let tenants = fleet(&pool, &mut admin, 1);
+    let (Scene { db: _db, pool, mut admin }, tenants) = Scene::with_fleet(temp_db("no_tx"), 1, 1);
     let err = migrate_all(&pool, migrations("no_transaction"), MigrateOptions::new()).unwrap_err();
     match &err {
         TenancyError::MigrationSource { source } => {

@@ -17,7 +17,7 @@ use tenancy_core::{
 use tenancy_devdb::pgbouncer::{PgBouncer, PgBouncerConfig};
 use tenancy_tests::{count, migrations};
 
-use crate::fleets::{break_tenant, fleet, has_column, versions, Scene, V1, V2, V3};
+use crate::fleets::{break_tenant, has_column, versions, Scene, V1, V2, V3};
 
 fn temp_db(tag: &str) -> tenancy_devdb::TempDatabase {
     tenancy_tests::temp_database(&format!("ops_{tag}"))
@@ -29,8 +29,7 @@ fn name(s: &str) -> SchemaName {
 
 #[test]
 fn subsets_migrate_only_the_selected_tenants_and_report_names_that_are_not_tenants() {
-    let Scene { db: _db, pool, mut admin } = Scene::on(temp_db("subset"), 3);
-    let t = fleet(&pool, &mut admin, 6);
+    let (Scene { db: _db, pool, mut admin }, t) = Scene::with_fleet(temp_db("subset"), 3, 6);
 
     // A list, with a name that is not a tenant.
     let options = MigrateOptions::new().jobs(2).tenants([t[0].clone(), t[1].clone(), name("nobody")]);
@@ -68,8 +67,7 @@ fn subsets_migrate_only_the_selected_tenants_and_report_names_that_are_not_tenan
 
 #[test]
 fn a_dry_run_reports_what_would_be_migrated_and_changes_nothing() {
-    let Scene { db: _db, pool, mut admin } = Scene::on(temp_db("dry"), 2);
-    let t = fleet(&pool, &mut admin, 3);
+    let (Scene { db: _db, pool, mut admin }, t) = Scene::with_fleet(temp_db("dry"), 2, 3);
     migrate_all(&pool, migrations("fleet_v2"), MigrateOptions::new().tenants([t[0].clone()])).unwrap();
 
     let report = migrate_all(&pool, migrations("fleet_v2"), MigrateOptions::new().dry_run(true)).unwrap();
@@ -81,8 +79,7 @@ fn a_dry_run_reports_what_would_be_migrated_and_changes_nothing() {
 
 #[test]
 fn a_failing_canary_stops_the_run_before_the_other_tenants() {
-    let Scene { db: _db, pool, mut admin } = Scene::on(temp_db("canary_stop"), 3);
-    let t = fleet(&pool, &mut admin, 6);
+    let (Scene { db: _db, pool, mut admin }, t) = Scene::with_fleet(temp_db("canary_stop"), 3, 6);
     break_tenant(&mut admin, &t[1]);
 
     let report = migrate_all(&pool, migrations("fleet_v2"), MigrateOptions::new().jobs(2).canary(2)).unwrap();
@@ -100,8 +97,7 @@ fn a_failing_canary_stops_the_run_before_the_other_tenants() {
 
 #[test]
 fn canaries_that_succeed_let_the_run_continue_with_the_rest() {
-    let Scene { db: _db, pool, mut admin } = Scene::on(temp_db("canary_go"), 3);
-    let t = fleet(&pool, &mut admin, 5);
+    let (Scene { db: _db, pool, mut admin }, t) = Scene::with_fleet(temp_db("canary_go"), 3, 5);
     break_tenant(&mut admin, &t[3]);
 
     let report = migrate_all(&pool, migrations("fleet_v2"), MigrateOptions::new().canary(2)).unwrap();
@@ -113,8 +109,7 @@ fn canaries_that_succeed_let_the_run_continue_with_the_rest() {
 
 #[test]
 fn revert_last_reverts_the_latest_migration_of_the_chosen_tenants_and_a_rerun_resumes() {
-    let Scene { db: _db, pool, mut admin } = Scene::on(temp_db("revert"), 3);
-    let t = fleet(&pool, &mut admin, 4);
+    let (Scene { db: _db, pool, mut admin }, t) = Scene::with_fleet(temp_db("revert"), 3, 4);
     assert!(migrate_all(&pool, migrations("fleet_v2"), MigrateOptions::new()).unwrap().is_clean());
 
     let chosen = MigrateOptions::new().jobs(2).tenants([t[0].clone(), t[1].clone(), t[2].clone()]);
