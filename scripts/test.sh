@@ -4,6 +4,10 @@
 # every test, doc test, example and the quick benchmarks. PostgreSQL itself is
 # found or started by the tests (tenancy-devdb): DATABASE_URL, else the server
 # on 127.0.0.1:5432, else a throwaway cluster that is removed afterwards.
+# Citus, for the tests on a Citus cluster (which start their own coordinator
+# and workers), is built and installed when missing: from the release source
+# tarball TENANCY_CITUS_TARBALL names, else from the source downloaded from
+# GitHub (scripts/citus-build.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +25,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+echo "==> Citus"
+./scripts/citus-build.sh ${TENANCY_CITUS_TARBALL:+"$TENANCY_CITUS_TARBALL"}
 
 echo "==> format and lints"
 cargo fmt --all -- --check
