@@ -85,6 +85,7 @@ macro_rules! setters {
     )*};
 }
 
+pub mod citus;
 mod config;
 mod context;
 mod error;

@@ -16,6 +16,7 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 
+use crate::citus::{placement_of, schema_sharding, Placement};
 use crate::error::{RefusalReason, TenancyError};
 use crate::migrate::apply::{apply_pending, Plan};
 use crate::pool::TenantPool;
@@ -33,6 +34,9 @@ pub struct Provisioned {
     pub created: bool,
     /// The migration versions this call applied, in order.
     pub applied: Vec<String>,
+    /// On a Citus coordinator, where the tenant's tables are (a worker, for
+    /// a distributed tenant with tables); `None` on plain PostgreSQL.
+    pub placement: Option<Placement>,
 }
 
 impl Provisioned {
@@ -145,6 +149,10 @@ where
     }
     let plan = Plan::load(migrations)?;
     let registry = Registry::new(&pool.inner.layout);
+    let citus = pool.inner.layout.citus();
+    let placement = |conn: &mut PgConnection| -> Result<Option<Placement>, TenancyError> {
+        citus.map(|_| placement_of(conn, schema)).transpose()
+    };
     let outcome = pool.internal_transaction(schema.as_str(), |conn| -> Result<_, TenancyError> {
         registry.ensure(conn)?;
         Registry::lock_tenant(conn, schema)?;
@@ -160,13 +168,22 @@ where
             _ => {}
         }
         if found.schema_exists && found.state == Some(TenantState::Ready) && found.applied == plan.target {
-            return Ok(Ok(Provisioned { schema: schema.clone(), created: false, applied: Vec::new() }));
+            return Ok(Ok(Provisioned {
+                schema: schema.clone(),
+                created: false,
+                applied: Vec::new(),
+                placement: placement(conn)?,
+            }));
         }
         if !found.schema_exists {
+            if let Some(citus) = citus {
+                // Explicitly, whatever the server's or database's default.
+                trusted(conn, |c| c.batch_execute(schema_sharding(citus.distributes_tenants())))?;
+            }
             let sql = format!("CREATE SCHEMA {}", schema.quoted());
             trusted(conn, |c| c.batch_execute(&sql))?;
         }
-        let run = apply_pending(conn, schema, &plan, found.table_exists)?;
+        let run = apply_pending(conn, schema, &plan, found.table_exists, citus.is_some())?;
         let state = if run.error.is_some() { TenantState::Failed } else { TenantState::Ready };
         let message = run.error.as_ref().map(error_chain);
         registry.save(conn, Save::Upsert, schema, state, &run.after, message.as_deref())?;
@@ -178,6 +195,7 @@ where
                 schema: schema.clone(),
                 created: !found.schema_exists,
                 applied: run.applied,
+                placement: placement(conn)?,
             }),
         })
     })?;

@@ -115,13 +115,18 @@ pub fn shared_cluster() -> Result<&'static CitusCluster, DevDbError> {
 
 /// Whether Citus is installed for the PostgreSQL binaries in `bindir`.
 pub fn check_installed(bindir: &Path) -> Result<(), DevDbError> {
-    let libdir = Command::new(bindir.join("pg_config"))
+    // Where `initdb` really is: PATH may hold symbolic links to it.
+    let real = std::fs::canonicalize(bindir.join("initdb"))
+        .ok()
+        .and_then(|initdb| initdb.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| bindir.to_path_buf());
+    let libdir = Command::new(real.join("pg_config"))
         .arg("--pkglibdir")
         .output()
         .ok()
         .filter(|out| out.status.success())
         .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-        .unwrap_or_else(|| bindir.join("../lib"));
+        .unwrap_or_else(|| real.join("../lib"));
     if libdir.join("citus.so").is_file() {
         Ok(())
     } else {

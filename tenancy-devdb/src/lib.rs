@@ -332,7 +332,9 @@ impl Cluster {
         let mut cmd = Command::new(self.bindir.join(program));
         if let Some((uid, gid)) = self.run_as {
             use std::os::unix::process::CommandExt;
-            cmd.uid(uid).gid(gid);
+            // HOME too: libpq inside the server (Citus's connections between
+            // nodes) reads ~/.postgresql, which root's HOME would deny.
+            cmd.uid(uid).gid(gid).env("HOME", &self.dir);
         }
         cmd.current_dir(&self.dir);
         cmd
@@ -383,7 +385,7 @@ impl Cluster {
             let mut cmd = Command::new("sh");
             if let Some((uid, gid)) = self.run_as {
                 use std::os::unix::process::CommandExt;
-                cmd.uid(uid).gid(gid);
+                cmd.uid(uid).gid(gid).env("HOME", &self.dir);
             }
             cmd.arg("-c")
                 .arg(&script)

@@ -10,6 +10,8 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
 
+use super::statements::run_one_statement_per_message;
+use crate::citus::needs_reference_table;
 use crate::error::TenancyError;
 use crate::registry::{migrations_table, AppliedMigrations};
 use crate::schema_name::SchemaName;
@@ -91,11 +93,15 @@ pub(crate) fn probe(conn: &mut PgConnection, schema: &SchemaName) -> Result<Prob
 /// savepoint, inside the caller's transaction (whose search path is the
 /// tenant). Stops at the first failure, which is undone and returned in
 /// [`TenantRun::error`]; an `Err` means the transaction itself is unusable.
+/// On Citus (`citus`), each statement of a migration goes in a message of
+/// its own, and a foreign key Citus refuses for want of a reference table
+/// is [`TenancyError::NeedsReferenceTable`].
 pub(crate) fn apply_pending(
     conn: &mut PgConnection,
     schema: &SchemaName,
     plan: &Plan,
     table_exists: bool,
+    citus: bool,
 ) -> Result<TenantRun, TenancyError> {
     let table = migrations_table(schema);
     let mut applied: BTreeSet<String> = if table_exists {
@@ -120,7 +126,11 @@ pub(crate) fn apply_pending(
             continue;
         }
         let step = conn.transaction::<_, Box<dyn StdError + Send + Sync>, _>(|c| {
-            migration.run(c)?;
+            if citus {
+                run_one_statement_per_message(migration.as_ref(), c)?;
+            } else {
+                migration.run(c)?;
+            }
             trusted(c, |c| diesel::sql_query(&insert).bind::<Text, _>(version).execute(c))?;
             Ok(())
         });
@@ -130,10 +140,11 @@ pub(crate) fn apply_pending(
                 run.applied.push(version.clone());
             }
             Err(source) => {
-                run.error = Some(TenancyError::Migration {
-                    schema: schema.clone(),
-                    migration: migration.name().to_string(),
-                    source,
+                let migration = migration.name().to_string();
+                let schema = schema.clone();
+                run.error = Some(match citus.then(|| needs_reference_table(source.as_ref())).flatten() {
+                    Some(table) => TenancyError::NeedsReferenceTable { schema, migration, table, source },
+                    None => TenancyError::Migration { schema, migration, source },
                 });
                 break;
             }

@@ -198,7 +198,7 @@ fn migrate_tenant(
         if !probe.schema_exists {
             return Ok(TenantOutcome::SchemaMissing);
         }
-        let run = apply_pending(conn, schema, plan, probe.table_exists)?;
+        let run = apply_pending(conn, schema, plan, probe.table_exists, pool.citus().is_some())?;
         let state = if run.error.is_some() { TenantState::Failed } else { TenantState::Ready };
         let message = run.error.as_ref().map(ToString::to_string);
         registry.save(conn, Save::IfChanged, schema, state, &run.after, message.as_deref())?;

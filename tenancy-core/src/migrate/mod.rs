@@ -20,6 +20,7 @@
 pub(crate) mod apply;
 mod fleet;
 mod report;
+mod statements;
 
 pub use fleet::migrate_all;
 pub use report::{

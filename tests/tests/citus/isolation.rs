@@ -1,0 +1,1 @@
+//! Isolation through the coordinator.

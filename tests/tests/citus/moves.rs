@@ -1,0 +1,1 @@
+//! Moving tenants between workers and rebalancing, under traffic.
