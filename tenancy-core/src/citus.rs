@@ -495,20 +495,28 @@ pub fn create_reference_table(pool: &TenantPool, table: &str) -> Result<(), Tena
 }
 
 /// Citus's refusal of a foreign key from a tenant's table to a table that is
-/// neither the tenant's nor a reference table: the referenced table, when
-/// `error` is that refusal.
+/// neither the tenant's nor a reference table: the referenced table (as
+/// Citus names it), when `error` is that refusal.
 pub(crate) fn needs_reference_table(error: &(dyn std::error::Error + 'static)) -> Option<String> {
     let diesel::result::Error::DatabaseError(_, info) = error.downcast_ref::<diesel::result::Error>()? else {
         return None;
     };
-    if !info.message().starts_with("foreign keys from distributed schemas can only point") {
-        return None;
+    let message = info.message();
+    // A plain table on the coordinator: `referenced table "plans" must be a
+    // distributed table or a reference table`.
+    if let Some(rest) = message.strip_prefix("referenced table \"") {
+        let (table, tail) = rest.split_once('"')?;
+        return tail.contains("reference table").then(|| table.to_owned());
     }
-    // errdetail: "<referencing>" references "<referenced>" via foreign key constraint "<name>"
-    let details = info.details().unwrap_or_default();
-    let referenced = details
-        .split_once(" references ")
-        .and_then(|(_, rest)| rest.split_once(" via foreign key constraint "))
-        .map(|(table, _)| table.trim_matches('"').replace("\".\"", "."));
-    Some(referenced.unwrap_or_else(|| String::from("the referenced shared table")))
+    // A distributed table elsewhere; errdetail: `"<referencing>" references
+    // "<referenced>" via foreign key constraint "<name>"`.
+    if message.starts_with("foreign keys from distributed schemas can only point") {
+        let referenced = info
+            .details()
+            .and_then(|d| d.split_once(" references "))
+            .and_then(|(_, rest)| rest.split_once(" via foreign key constraint "))
+            .map(|(table, _)| table.trim_matches('"').to_owned());
+        return Some(referenced.unwrap_or_else(|| String::from("a table outside the tenant's schema")));
+    }
+    None
 }
