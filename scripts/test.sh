@@ -49,6 +49,9 @@ cargo run --quiet --example saas
 deployment="ci_deployment_$$"
 printf 'add ship the release\ndone 1\nlist\n' | TENANCY_SCHEMA="$deployment" cargo run --quiet --example per_deployment
 TENANCY_SCHEMA="$deployment" cargo run --quiet --example per_deployment -- --decommission
+echo "==> examples on a Citus coordinator (a throwaway cluster: a coordinator and two workers)"
+cargo run --quiet -p tenancy-devdb --example citus -- \
+    sh -c 'cargo run --quiet --example quickstart && cargo run --quiet --example saas'
 
 echo "==> packaging (the public API listing, a crates.io dry run)"
 cargo run --quiet -p public-api
