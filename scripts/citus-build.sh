@@ -32,19 +32,16 @@ fi
 trap '[ -z "$cleanup" ] || rm -rf "$cleanup"' EXIT
 
 TARBALL=${1:-}
-if [ -z "$TARBALL" ]; then
-    version=${CITUS_VERSION:-13.2.2}
-    TARBALL=$BUILD_DIR/citus-$version.tar.gz
-    echo "citus-build: downloading Citus $version"
-    curl -fsSL -o "$TARBALL" "https://github.com/citusdata/citus/archive/refs/tags/v$version.tar.gz"
+if [ -n "$TARBALL" ]; then
+    TARBALL=$(readlink -f "$TARBALL")
+    [ -f "$TARBALL" ] || { echo "citus-build: no such tarball: $TARBALL" >&2; exit 2; }
+    # The version, from the tarball's configure.ac: AC_INIT([Citus], [X.Y.Z]).
+    VERSION=$(tar -xzOf "$TARBALL" --wildcards '*/configure.ac' 2>/dev/null \
+        | sed -nE 's/^AC_INIT\(\[Citus\], \[([^]]+)\]\).*/\1/p' | head -1)
+    [ -n "$VERSION" ] || { echo "citus-build: cannot read the Citus version of $TARBALL" >&2; exit 2; }
+else
+    VERSION=${CITUS_VERSION:-13.2.2}
 fi
-TARBALL=$(readlink -f "$TARBALL")
-[ -f "$TARBALL" ] || { echo "citus-build: no such tarball: $TARBALL" >&2; exit 2; }
-
-# The version, from the tarball's configure.ac: AC_INIT([Citus], [X.Y.Z]).
-VERSION=$(tar -xzOf "$TARBALL" --wildcards '*/configure.ac' 2>/dev/null \
-    | sed -nE 's/^AC_INIT\(\[Citus\], \[([^]]+)\]\).*/\1/p' | head -1)
-[ -n "$VERSION" ] || { echo "citus-build: cannot read the Citus version of $TARBALL" >&2; exit 2; }
 
 PKGLIB=$("$PG_CONFIG" --pkglibdir)
 if [ -f "$PKGLIB/citus.so" ] && grep -aq "Citus $VERSION" "$PKGLIB/citus.so"; then
@@ -63,6 +60,12 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "citus-build: installing ${need[*]}"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if [ -z "$TARBALL" ]; then
+    TARBALL=$BUILD_DIR/citus-$VERSION.tar.gz
+    echo "citus-build: downloading the source of Citus $VERSION"
+    curl -fsSL -o "$TARBALL" "https://github.com/citusdata/citus/archive/refs/tags/v$VERSION.tar.gz"
 fi
 
 src=$BUILD_DIR/src

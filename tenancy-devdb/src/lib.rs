@@ -11,6 +11,10 @@
 //!
 //! When run as root, the throwaway cluster runs as the `postgres` user
 //! (initdb refuses root).
+//!
+//! [`citus::CitusCluster`] starts a Citus cluster (a coordinator and workers)
+//! the same way, and [`DevDatabase::create_database`] on a Citus coordinator
+//! makes the database on every node.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
