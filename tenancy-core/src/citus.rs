@@ -520,3 +520,54 @@ pub(crate) fn needs_reference_table(error: &(dyn std::error::Error + 'static)) -
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::result::{DatabaseErrorInformation, DatabaseErrorKind, Error};
+
+    struct Refusal(&'static str, Option<&'static str>);
+
+    impl DatabaseErrorInformation for Refusal {
+        fn message(&self) -> &str {
+            self.0
+        }
+        fn details(&self) -> Option<&str> {
+            self.1
+        }
+        fn hint(&self) -> Option<&str> {
+            None
+        }
+        fn table_name(&self) -> Option<&str> {
+            None
+        }
+        fn column_name(&self) -> Option<&str> {
+            None
+        }
+        fn constraint_name(&self) -> Option<&str> {
+            None
+        }
+        fn statement_position(&self) -> Option<i32> {
+            None
+        }
+    }
+
+    fn refusal(message: &'static str, details: Option<&'static str>) -> Error {
+        Error::DatabaseError(DatabaseErrorKind::Unknown, Box::new(Refusal(message, details)))
+    }
+
+    #[test]
+    fn citus_refusals_of_foreign_keys_name_the_table_to_make_a_reference_table() {
+        let local =
+            refusal("referenced table \"plans\" must be a distributed table or a reference table", None);
+        assert_eq!(needs_reference_table(&local).as_deref(), Some("plans"));
+        let distributed = refusal(
+            "foreign keys from distributed schemas can only point to the same distributed schema or reference tables in regular schemas",
+            Some("\"acme.subscriptions\" references \"billing.plans\" via foreign key constraint \"subscriptions_plan_id_fkey\""),
+        );
+        assert_eq!(needs_reference_table(&distributed).as_deref(), Some("billing.plans"));
+        let other = refusal("duplicate key value violates unique constraint \"x\"", None);
+        assert_eq!(needs_reference_table(&other), None);
+        assert_eq!(needs_reference_table(&Error::NotFound), None);
+    }
+}
