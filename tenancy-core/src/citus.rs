@@ -12,6 +12,8 @@
 //!   a distributed schema whatever the server's or database's setting
 //!   ([`TenantPoolBuilder::distribute_tenants`] turns that off), and
 //!   [`provision`](crate::provision) reports where the tenant was placed;
+//!   [`adopt`](crate::adopt) distributes the schema it adopts
+//!   (`citus_schema_distribute`), tables and all;
 //! * sends migrations one statement per message, as Citus needs for most
 //!   DDL on distributed tables.
 //!
@@ -96,6 +98,17 @@ pub(crate) fn schema_sharding(on: bool) -> &'static str {
     } else {
         "SET LOCAL citus.enable_schema_based_sharding = off"
     }
+}
+
+/// Makes an existing schema, with whatever tables it has, a distributed
+/// schema (`citus_schema_distribute`), inside the caller's transaction.
+pub(crate) fn distribute_schema(conn: &mut PgConnection, schema: &SchemaName) -> Result<(), TenancyError> {
+    crate::session::trusted(conn, |conn| {
+        diesel::sql_query("SELECT pg_catalog.citus_schema_distribute($1::regnamespace)")
+            .bind::<Text, _>(schema.quoted())
+            .execute(conn)
+    })?;
+    Ok(())
 }
 
 /// A node of a Citus cluster, as the coordinator's `pg_dist_node` lists it.

@@ -16,7 +16,7 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 
-use crate::citus::{placement_of, schema_sharding, Placement};
+use crate::citus::{distribute_schema, placement_of, schema_sharding, Placement};
 use crate::error::{RefusalReason, TenancyError};
 use crate::migrate::apply::{apply_pending, Plan};
 use crate::pool::TenantPool;
@@ -182,6 +182,13 @@ where
             }
             let sql = format!("CREATE SCHEMA {}", schema.quoted());
             trusted(conn, |c| c.batch_execute(&sql))?;
+        } else if intent == Intent::Adopt
+            && found.state.is_none()
+            && citus.is_some_and(|c| c.distributes_tenants())
+            && placement_of(conn, schema)? == Placement::Local
+        {
+            // An adopted schema becomes a tenant like any other: distributed.
+            distribute_schema(conn, schema)?;
         }
         let run = apply_pending(conn, schema, &plan, found.table_exists, citus.is_some())?;
         let state = if run.error.is_some() { TenantState::Failed } else { TenantState::Ready };

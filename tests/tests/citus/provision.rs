@@ -170,3 +170,26 @@ fn dropping_a_tenant_removes_its_shards() {
 }
 
 use diesel::Connection;
+
+#[test]
+fn adopting_a_schema_distributes_it_with_its_rows() {
+    let db = tenancy_tests::citus::database("citus_adopt");
+    let mut admin = db.connect().unwrap();
+    let legacy = unique_schema("legacy");
+    admin
+        .batch_execute(&format!(
+            "SET citus.enable_schema_based_sharding = off; CREATE SCHEMA {s}; \
+             CREATE TABLE {s}.orders (id BIGSERIAL PRIMARY KEY, tenant TEXT NOT NULL, amount INTEGER NOT NULL, note TEXT); \
+             INSERT INTO {s}.orders (tenant, amount) VALUES ('old', 1), ('old', 2)",
+            s = legacy.quoted()
+        ))
+        .unwrap();
+    assert!(!is_distributed(&mut admin, legacy.as_str()));
+    let pool = pool_on(db.url());
+    let adopted = tenancy_core::adopt(&pool, &legacy, ADOPTED).unwrap();
+    worker_of(adopted.placement.as_ref().unwrap());
+    assert!(is_distributed(&mut admin, legacy.as_str()));
+    assert_eq!(crate::order_count(&pool, &legacy), 2, "the rows came along");
+}
+
+const ADOPTED: EmbeddedMigrations = embed_migrations!("migrations/citus_adopt");
