@@ -70,6 +70,7 @@ cargo bench -p tenancy-tests --bench fleet -- --quick
 cargo bench -p tenancy-tests --bench retirement -- --quick
 cargo bench -p tenancy-tests --bench guard -- --quick
 cargo bench -p tenancy-tests --bench citus -- --quick
+cargo bench -p tenancy-cli --bench migrate_noop -- --quick
 
 # One closing line for the whole suite (cargo prints one per test binary).
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"

@@ -27,16 +27,19 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tenancy_core::{list_tenants, migrate_all, MigrateOptions, MigrationReport, TenancyError, TenantPool};
+use tenancy_core::{
+    list_tenants, migrate_all, migrate_shared, MigrateOptions, MigrationReport, TenancyError, TenantPool,
+};
 use tenancy_devdb::{DevDatabase, DevDbError};
 
 use crate::billing::Billing;
 use crate::dal::{ProjectSummary, Workspace};
 use crate::service::{Action, ApiError, Release, Request, Service};
 
-/// The shared schema's migrations.
+/// The shared schema's migrations. `build.rs` makes cargo embed them again
+/// when a file under `saas/migrations` changes.
 const SHARED_MIGRATIONS: EmbeddedMigrations = embed_migrations!("saas/migrations/shared");
 /// Every tenant migration, release 1's and release 2's.
 const TENANT_MIGRATIONS: EmbeddedMigrations = embed_migrations!("saas/migrations/tenant");
@@ -54,8 +57,6 @@ enum SaasError {
     Database(#[from] DevDbError),
     #[error(transparent)]
     Tenancy(#[from] TenancyError),
-    #[error("could not migrate the shared schema: {0}")]
-    SharedMigrations(String),
     #[error("{request} answered {got}; expected {expected}")]
     Unexpected { request: String, got: String, expected: String },
     #[error("isolation broken: {0}")]
@@ -94,12 +95,8 @@ fn operate(pool: &TenantPool) -> Result<(), SaasError> {
     }
 
     println!("\n1. The shared schema: plans and accounts");
-    let mut shared = pool.shared()?;
-    let applied = shared
-        .run_pending_migrations(SHARED_MIGRATIONS)
-        .map_err(|e| SaasError::SharedMigrations(e.to_string()))?
-        .len();
-    drop(shared);
+    // One run at a time, however many replicas start together.
+    let applied = migrate_shared(pool, SHARED_MIGRATIONS)?.len();
     println!("   {applied} shared migration(s) applied");
 
     println!("\n2. Requests, each naming its tenant (release 1)");

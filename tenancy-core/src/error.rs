@@ -122,6 +122,14 @@ pub enum TenancyError {
     #[error("the transaction was rolled back: its connection was exchanged for another one while it ran; do not move pooled connections")]
     ConnectionReplaced,
 
+    /// An operation that joins the caller's transaction was given a
+    /// connection outside any transaction.
+    #[error("{operation} works inside a transaction the caller holds, and this connection is not in one; open one first (TenantPool::shared_transaction, or conn.transaction)")]
+    TransactionRequired {
+        /// The operation, e.g. `provision_in`.
+        operation: &'static str,
+    },
+
     /// A setting given to [`TenantPoolBuilder`](crate::TenantPoolBuilder) is not allowed.
     #[error(transparent)]
     InvalidConfig(#[from] ConfigError),
@@ -183,6 +191,19 @@ pub enum TenancyError {
         source: Box<dyn StdError + Send + Sync>,
     },
 
+    /// A migration of the shared schema failed ([`migrate_shared`](crate::migrate_shared));
+    /// it was rolled back, and the ones before it were kept.
+    #[error("shared-schema migration {migration} failed in {schema:?} and was rolled back; the migrations before it were kept; fix it, then run again")]
+    SharedMigration {
+        /// The shared schema.
+        schema: String,
+        /// The migration that failed (diesel's name: version and name).
+        migration: String,
+        /// Why it failed.
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+
     /// An operation for Citus was asked of a pool whose database is not a
     /// Citus coordinator with schema-based sharding.
     #[error("{operation} needs a Citus coordinator with schema-based sharding (Citus 12 or later), but this pool's database has no citus extension, or its server is not a coordinator with workers")]
@@ -237,6 +258,13 @@ pub enum RefusalReason {
     SchemaNotATenant,
     /// [`adopt`](crate::adopt) was asked for a schema that does not exist.
     SchemaMissing,
+    /// [`revert_last`](crate::revert_last) was asked to revert a migration,
+    /// but the tenant has a newer one applied, which would then run on a
+    /// schema it was not written for; revert that one first.
+    NewerMigrationApplied {
+        /// The newer version applied.
+        version: String,
+    },
     /// The registry row has a value this version does not know; fix the row.
     InvalidRegistryRow {
         /// The column.
@@ -253,6 +281,9 @@ impl fmt::Display for RefusalReason {
                 "a schema of that name exists but is not a registered tenant; choose another name, or call adopt to make it one",
             ),
             Self::SchemaMissing => f.write_str("no schema of that name exists; provision it instead"),
+            Self::NewerMigrationApplied { version } => {
+                write!(f, "migration {version}, newer than the one to revert, is applied; revert it first")
+            }
             Self::InvalidRegistryRow { column, value } => {
                 write!(f, "its registry row has {column} = {value:?}, which is not valid; fix the row")
             }
@@ -268,6 +299,18 @@ impl fmt::Display for RefusalReason {
 /// ```
 pub fn parse_schema(name: &str) -> Result<SchemaName, TenancyError> {
     SchemaName::new(name).map_err(|reason| TenancyError::invalid_name(name, reason))
+}
+
+/// An error and its sources, on one line (for the registry's `last_error`).
+pub(crate) fn error_chain(error: &TenancyError) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]

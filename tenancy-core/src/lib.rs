@@ -12,7 +12,14 @@
 //! * [`TenantContext`], [`Tenant`] and [`tenant_scoped`]: DAL functions that
 //!   can only reach their own tenant.
 //! * [`provision`], [`drop_tenant`], [`list_tenants`], [`tenant_exists`]: the
-//!   tenant registry; [`migrate_all`]: migrations across the whole fleet.
+//!   tenant registry; [`provision_with`], [`provision_in`] and
+//!   [`drop_tenant_with`] for sign-ups and removals that commit with the
+//!   caller's own rows.
+//! * [`migrate_all`]: migrations across the whole fleet, or part of it, with
+//!   canaries ([`MigrateOptions`]); [`revert_last`]; [`migrate_shared`] for
+//!   the shared schema. The `tenancy` command (crate `tenancy-cli`) runs them
+//!   from the shell, and the `tenancy-test` crate gives test suites throwaway
+//!   databases and tenants.
 //!
 //! # Example
 //!
@@ -88,6 +95,7 @@ macro_rules! setters {
 pub mod citus;
 mod config;
 mod context;
+mod decommission;
 mod error;
 mod guard;
 mod layout;
@@ -112,21 +120,23 @@ mod macro_schema_rules;
 
 pub use config::ConfigError;
 pub use context::{Tenant, TenantContext};
+pub use decommission::{drop_tenant, drop_tenant_with};
 pub use error::{parse_schema, RefusalReason, TenancyError};
 pub use layout::SchemaRole;
 pub use migrate::{
-    migrate_all, MigrateOptions, MigrationCounts, MigrationReport, Progress, TenantMigration, TenantOutcome,
+    migrate_all, migrate_shared, revert_last, MigrateOptions, MigrationCounts, MigrationReport, Progress,
+    TenantMigration, TenantOutcome,
 };
 pub use pool::{
     InstrumentationFactory, IsolationLevel, PoolState, PoolerMode, SharedConnection, TenantConnection,
     TenantPool, TenantPoolBuilder, TransactionBuilder, TransactionOptions,
 };
-pub use provision::{adopt, drop_tenant, provision, Provisioned};
+pub use provision::{adopt, provision, provision_in, provision_with, Provisioned};
 pub use registry::{TenantRecord, TenantState, UnknownTenantState};
 pub use schema_name::{SchemaName, SchemaNameError, DEFAULT_REGISTRY_SCHEMA, MAX_LEN};
 pub use scope::{Nested, Scope, ScopedConnection};
 pub use tenancy_macros::{tenant_scoped, TenantContext};
-pub use tenants::{list_tenants, tenant_exists, tenant_record};
+pub use tenants::{list_tenants, tenant_exists, tenant_record, TenantList};
 
 /// Re-exported so that users and generated code name one diesel.
 pub use diesel;

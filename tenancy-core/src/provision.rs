@@ -1,28 +1,27 @@
-//! Creating, adopting and dropping tenants: [`provision`], [`adopt`] and
-//! [`drop_tenant`].
+//! Creating and adopting tenants: [`provision`] (and [`provision_with`],
+//! [`provision_in`] for atomic sign-ups) and [`adopt`]; dropping them is in
+//! [`decommission`](crate::decommission).
 //!
-//! Each runs in transactions holding the tenant's advisory lock
+//! These, and the drops, run in transactions holding the tenant's advisory lock
 //! (`pg_advisory_xact_lock`), so any number of processes may provision,
 //! migrate or drop the same tenant at once: they take turns, and each sees
 //! what the previous one committed. `CREATE SCHEMA IF NOT EXISTS` alone is not
 //! enough: two sessions can both find the schema missing, and the second
 //! fails with a unique violation on `pg_namespace`.
 
-use std::time::{Duration, Instant};
-
 use diesel::connection::SimpleConnection;
 use diesel::migration::MigrationSource;
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::sql_types::BigInt;
+use diesel::sql_types::Text;
 
 use crate::citus::{distribute_schema, placement_of, schema_sharding, Placement};
-use crate::error::{RefusalReason, TenancyError};
+use crate::error::{error_chain, RefusalReason, TenancyError};
 use crate::migrate::apply::{apply_pending, Plan};
 use crate::pool::TenantPool;
 use crate::registry::{Registry, Save, TenantState};
 use crate::schema_name::SchemaName;
-use crate::session::trusted;
+use crate::session::{transaction_open, trusted};
 
 /// What [`provision`] or [`adopt`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,208 +135,236 @@ fn establish<S>(
 where
     S: MigrationSource<Pg>,
 {
+    let _in_span = provision_span(schema, intent).entered();
+    check_not_reserved(pool, schema)?;
+    let plan = Plan::load(migrations)?;
+    let registry = Registry::new(&pool.inner.layout);
+    // Commit either way: a failed migration was undone, and the ones before
+    // it are kept so that the next call resumes after them.
+    pool.internal_transaction(schema.as_str(), |conn| establish_in(conn, &registry, &plan, schema, intent))?
+}
+
+fn provision_span(schema: &SchemaName, intent: Intent) -> tracing::Span {
     let operation = match intent {
         Intent::Provision => "provision",
         Intent::Adopt => "adopt",
     };
-    let _in_span =
-        tracing::info_span!(target: "tenancy", "tenancy.provision", tenant = schema.as_str(), operation)
-            .entered();
-    let refused = |reason| TenancyError::Refused { operation, schema: schema.to_string(), reason };
-    if let Some(role) = pool.inner.layout.role_of(schema.as_str()) {
-        return Err(TenancyError::ReservedSchema { schema: schema.clone(), role });
+    tracing::info_span!(target: "tenancy", "tenancy.provision", tenant = schema.as_str(), operation)
+}
+
+fn check_not_reserved(pool: &TenantPool, schema: &SchemaName) -> Result<(), TenancyError> {
+    match pool.inner.layout.role_of(schema.as_str()) {
+        Some(role) => Err(TenancyError::ReservedSchema { schema: schema.clone(), role }),
+        None => Ok(()),
     }
-    let plan = Plan::load(migrations)?;
-    let registry = Registry::new(&pool.inner.layout);
-    let citus = pool.inner.layout.citus();
+}
+
+/// Provisions on `conn`, in a transaction whose search path is the tenant.
+/// The inner `Err` is a failed migration (undone; the ones before it kept
+/// and recorded); the outer one, anything else.
+fn establish_in(
+    conn: &mut PgConnection,
+    registry: &Registry,
+    plan: &Plan,
+    schema: &SchemaName,
+    intent: Intent,
+) -> Result<Result<Provisioned, TenancyError>, TenancyError> {
+    let operation = match intent {
+        Intent::Provision => "provision",
+        Intent::Adopt => "adopt",
+    };
+    let refused = |reason| TenancyError::Refused { operation, schema: schema.to_string(), reason };
+    registry.ensure(conn)?;
+    Registry::lock_tenant(conn, schema)?;
+    // Read after the lock: this statement's snapshot sees whatever the
+    // previous holder committed.
+    let found = registry.find(conn, schema)?;
+    match (intent, found.state, found.schema_exists) {
+        (_, Some(TenantState::Dropping), _) => {
+            return Err(TenancyError::TenantNotFound { schema: schema.clone() });
+        }
+        (Intent::Provision, None, true) => return Err(refused(RefusalReason::SchemaNotATenant)),
+        (Intent::Adopt, None, false) => return Err(refused(RefusalReason::SchemaMissing)),
+        _ => {}
+    }
+    let citus = registry.citus();
     let placement = |conn: &mut PgConnection| -> Result<Option<Placement>, TenancyError> {
         citus.map(|_| placement_of(conn, schema)).transpose()
     };
-    let outcome = pool.internal_transaction(schema.as_str(), |conn| -> Result<_, TenancyError> {
-        registry.ensure(conn)?;
-        Registry::lock_tenant(conn, schema)?;
-        // Read after the lock: this statement's snapshot sees whatever the
-        // previous holder committed.
-        let found = registry.find(conn, schema)?;
-        match (intent, found.state, found.schema_exists) {
-            (_, Some(TenantState::Dropping), _) => {
-                return Err(TenancyError::TenantNotFound { schema: schema.clone() });
-            }
-            (Intent::Provision, None, true) => return Err(refused(RefusalReason::SchemaNotATenant)),
-            (Intent::Adopt, None, false) => return Err(refused(RefusalReason::SchemaMissing)),
-            _ => {}
-        }
-        if found.schema_exists && found.state == Some(TenantState::Ready) && found.applied == plan.target {
-            return Ok(Ok(Provisioned {
-                schema: schema.clone(),
-                created: false,
-                applied: Vec::new(),
-                placement: placement(conn)?,
-            }));
-        }
-        if !found.schema_exists {
-            if let Some(citus) = citus {
-                // Explicitly, whatever the server's or database's default.
-                trusted(conn, |c| c.batch_execute(schema_sharding(citus.distributes_tenants())))?;
-            }
-            let sql = format!("CREATE SCHEMA {}", schema.quoted());
-            trusted(conn, |c| c.batch_execute(&sql))?;
-        } else if intent == Intent::Adopt
-            && found.state.is_none()
-            && citus.is_some_and(|c| c.distributes_tenants())
-            && placement_of(conn, schema)? == Placement::Local
-        {
-            // An adopted schema becomes a tenant like any other: distributed.
-            distribute_schema(conn, schema)?;
-        }
-        let run = apply_pending(conn, schema, &plan, found.table_exists, citus.is_some())?;
-        let state = if run.error.is_some() { TenantState::Failed } else { TenantState::Ready };
-        let message = run.error.as_ref().map(error_chain);
-        registry.save(conn, Save::Upsert, schema, state, &run.after, message.as_deref())?;
-        // Commit either way: a failed migration was undone, and the ones
-        // before it are kept so that the next call resumes after them.
-        Ok(match run.error {
-            Some(error) => Err(error),
-            None => Ok(Provisioned {
-                schema: schema.clone(),
-                created: !found.schema_exists,
-                applied: run.applied,
-                placement: placement(conn)?,
-            }),
-        })
-    })?;
-    outcome
-}
-
-/// An error and its sources, on one line (for the registry's `last_error`).
-pub(crate) fn error_chain(error: &TenancyError) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+    if found.schema_exists && found.state == Some(TenantState::Ready) && found.applied == plan.target {
+        return Ok(Ok(Provisioned {
+            schema: schema.clone(),
+            created: false,
+            applied: Vec::new(),
+            placement: placement(conn)?,
+        }));
     }
-    text
+    if !found.schema_exists {
+        if let Some(citus) = citus {
+            // Explicitly, whatever the server's or database's default.
+            trusted(conn, |c| c.batch_execute(schema_sharding(citus.distributes_tenants())))?;
+        }
+        let sql = format!("CREATE SCHEMA {}", schema.quoted());
+        trusted(conn, |c| c.batch_execute(&sql))?;
+    } else if intent == Intent::Adopt
+        && found.state.is_none()
+        && citus.is_some_and(|c| c.distributes_tenants())
+        && placement_of(conn, schema)? == Placement::Local
+    {
+        // An adopted schema becomes a tenant like any other: distributed.
+        distribute_schema(conn, schema)?;
+    }
+    let run = apply_pending(conn, schema, plan, found.table_exists, citus.is_some())?;
+    let state = if run.error.is_some() { TenantState::Failed } else { TenantState::Ready };
+    let message = run.error.as_ref().map(error_chain);
+    registry.save(conn, Save::Upsert, schema, state, &run.after, message.as_deref())?;
+    Ok(match run.error {
+        Some(error) => Err(error),
+        None => Ok(Provisioned {
+            schema: schema.clone(),
+            created: !found.schema_exists,
+            applied: run.applied,
+            placement: placement(conn)?,
+        }),
+    })
 }
 
-/// How long [`drop_tenant`] waits, in all, for the tenant's tables to be free.
-const DROP_WAIT: Duration = Duration::from_secs(30);
-/// How long one attempt to drop waits for a lock: shorter than PostgreSQL's
-/// default `deadlock_timeout` (1 s), so that a drop that would deadlock
-/// with a transaction still running gives up itself instead of leaving that
-/// transaction to be the victim.
-const ATTEMPT_LOCK_TIMEOUT_MS: u64 = 200;
-
-/// Drops a registered tenant: its schema, with everything in it, and its
-/// registry row.
+/// [`provision`], with `seed` run in the same transaction, for an atomic
+/// sign-up: the tenant's schema, its migrations, its registry row and
+/// whatever `seed` writes commit together, or not at all.
 ///
-/// First the tenant is **fenced**: its registry row says `dropping`, and
-/// every pool (in this process at once, in others by notification) stops
-/// handing out connections for it: new checkouts get
-/// [`TenancyError::TenantNotFound`]. Then the schema is dropped as soon as
-/// the transactions already running in it let go of its tables, waiting at
-/// most 30 seconds in all; each attempt waits only briefly for locks, so a
-/// transaction still running is never made the victim of a deadlock. If the
-/// tables stay busy, nothing is dropped, the tenant is served again, and the
-/// error is [`TenancyError::TenantBusy`]. Never half done: either the schema
-/// and its row are gone, or both are as they were.
+/// `seed` runs after the migrations, on the provisioning transaction's
+/// connection, whose search path is the new tenant's schema: unqualified
+/// names are the tenant's tables. Rows of the shared schema (the account
+/// that owns the tenant, say) are written schema-qualified, e.g. with
+/// `diesel::table! { public.accounts (id) { .. } }`. It also runs for a
+/// tenant that already existed ([`Provisioned::created`] says which), so it
+/// can refuse a name that is taken.
 ///
-/// Only registered tenants are dropped; anything else is
-/// [`TenancyError::TenantNotFound`] (an unregistered schema, even one that
-/// looks like a tenant), and the pool's registry, shared and extension
-/// schemas are [`TenancyError::ReservedSchema`]. `public`,
-/// `information_schema` and `pg_*` schemas cannot even be named:
-/// [`SchemaName`] rejects them. A registered tenant whose schema is already
-/// gone has its registry row removed.
+/// When `seed` returns `Err`, or a migration fails, everything is rolled
+/// back: no schema, no registry row, no row `seed` wrote; the error is
+/// returned (a migration's as [`TenancyError::Migration`], converted with
+/// `From`). Unlike [`provision`], which keeps the migrations before a
+/// failing one, nothing is kept. The tenant's advisory lock is held
+/// throughout, so concurrent sign-ups of one name take turns.
 ///
 /// ```no_run
-/// # use tenancy_core::{drop_tenant, schema, TenantPool};
-/// # let pool = TenantPool::connect("postgres://localhost/app")?;
-/// drop_tenant(&pool, &schema!("acme"))?;
-/// # Ok::<(), tenancy_core::TenancyError>(())
+/// use diesel::prelude::*;
+/// use tenancy_core::{provision_with, schema, TenancyError, TenantPool};
+/// # const MIGRATIONS: diesel_migrations::EmbeddedMigrations = diesel_migrations::EmbeddedMigrations::new(&[]);
+///
+/// diesel::table! { public.accounts (id) { id -> BigInt, tenant -> Text, owner -> Text } }
+/// diesel::table! { settings (key) { key -> Text, value -> Text } }
+///
+/// let pool = TenantPool::connect("postgres://localhost/app")?;
+/// let acme = schema!("acme");
+/// let (provisioned, account_id) = provision_with(&pool, &acme, MIGRATIONS, |conn, done| {
+///     if !done.created {
+///         return Err(TenancyError::Refused {
+///             operation: "sign up",
+///             schema: acme.to_string(),
+///             reason: tenancy_core::RefusalReason::SchemaNotATenant,
+///         });
+///     }
+///     diesel::insert_into(settings::table)
+///         .values((settings::key.eq("theme"), settings::value.eq("light")))
+///         .execute(conn)?;
+///     let id: i64 = diesel::insert_into(accounts::table)
+///         .values((accounts::tenant.eq(acme.as_str()), accounts::owner.eq("ada@acme.test")))
+///         .returning(accounts::id)
+///         .get_result(conn)?;
+///     Ok::<_, TenancyError>(id)
+/// })?;
+/// # Ok::<(), TenancyError>(())
 /// ```
-pub fn drop_tenant(pool: &TenantPool, schema: &SchemaName) -> Result<(), TenancyError> {
-    let _in_span =
-        tracing::info_span!(target: "tenancy", "tenancy.drop_tenant", tenant = schema.as_str()).entered();
-    if let Some(role) = pool.inner.layout.role_of(schema.as_str()) {
-        return Err(TenancyError::ReservedSchema { schema: schema.clone(), role });
-    }
+pub fn provision_with<S, T, E, F>(
+    pool: &TenantPool,
+    schema: &SchemaName,
+    migrations: S,
+    seed: F,
+) -> Result<(Provisioned, T), E>
+where
+    S: MigrationSource<Pg>,
+    F: FnOnce(&mut PgConnection, &Provisioned) -> Result<T, E>,
+    E: From<TenancyError>,
+{
+    let _in_span = provision_span(schema, Intent::Provision).entered();
+    check_not_reserved(pool, schema)?;
+    let plan = Plan::load(&migrations)?;
     let registry = Registry::new(&pool.inner.layout);
-    let home = pool.registry_schema().to_owned();
-    // Fence: committed and announced before anything waits on the tenant's tables.
-    let before = pool.internal_transaction(&home, |conn| -> Result<_, TenancyError> {
-        registry.ensure(conn)?;
-        Registry::lock_tenant(conn, schema)?;
-        let before = registry.set_state(conn, schema, TenantState::Dropping)?;
-        if before.is_some() {
-            registry.notify(conn, "fence", schema)?;
-        }
-        Ok(before)
-    })?;
-    pool.forget_tenant(schema);
-    let Some(before) = before else { return Err(TenancyError::TenantNotFound { schema: schema.clone() }) };
-
-    let started = Instant::now();
-    loop {
-        let attempt = pool.internal_transaction(&home, |conn| -> Result<_, TenancyError> {
-            Registry::lock_tenant(conn, schema)?;
-            if busy(conn, schema)? {
-                return Ok(false);
-            }
-            let sql = format!(
-                "SET LOCAL lock_timeout = {ATTEMPT_LOCK_TIMEOUT_MS}; DROP SCHEMA IF EXISTS {} CASCADE",
-                schema.quoted()
-            );
-            trusted(conn, |c| c.batch_execute(&sql))?;
-            registry.delete(conn, schema)?;
-            registry.notify(conn, "drop", schema)?;
-            Ok(true)
-        });
-        let error = match attempt {
-            Ok(true) => {
-                pool.forget_tenant(schema);
-                return Ok(());
-            }
-            Ok(false) => None,
-            Err(error) => Some(error),
-        };
-        // A lock wait that timed out is business as usual here; anything
-        // else (a permission, say) will not get better by waiting.
-        let waiting = match &error {
-            None => true,
-            Some(_) => pool.internal_transaction(&home, |conn| busy(conn, schema)).unwrap_or(false),
-        };
-        if !waiting || started.elapsed() >= DROP_WAIT {
-            // Unfence: the tenant is served again, exactly as before.
-            let _ = pool.internal_transaction(&home, |conn| -> Result<_, TenancyError> {
-                Registry::lock_tenant(conn, schema)?;
-                registry.set_state(conn, schema, before)
-            });
-            return Err(match error {
-                Some(error) if !waiting => error,
-                _ => TenancyError::TenantBusy { schema: schema.clone(), waited: started.elapsed() },
-            });
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    pool.internal_transaction(schema.as_str(), |conn| {
+        let provisioned = establish_in(conn, &registry, &plan, schema, Intent::Provision)??;
+        let value = seed(conn, &provisioned)?;
+        Ok((provisioned, value))
+    })
 }
 
-/// `true` while another session holds a lock on something in the tenant's schema.
-fn busy(conn: &mut PgConnection, schema: &SchemaName) -> Result<bool, TenancyError> {
-    #[derive(QueryableByName)]
-    struct Holders {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
+/// [`provision`], inside a transaction the caller already holds on `conn`
+/// (from [`TenantPool::shared_transaction`], say), so that the tenant
+/// commits or rolls back with the caller's own work in that transaction.
+///
+/// The provisioning runs in a savepoint, with the search path set to the
+/// tenant for the migrations and set back afterwards. On `Err` the
+/// savepoint is rolled back (nothing of the tenant remains; unlike
+/// [`provision`], nothing is kept of a failing migration run), and the
+/// caller's transaction is still usable: roll it back, or go on. The
+/// tenant's advisory lock is held until the caller's transaction ends.
+///
+/// A `conn` outside any transaction is refused with
+/// [`TenancyError::TransactionRequired`].
+///
+/// ```no_run
+/// use diesel::prelude::*;
+/// use tenancy_core::{provision_in, schema, TenancyError, TenantPool};
+/// # const MIGRATIONS: diesel_migrations::EmbeddedMigrations = diesel_migrations::EmbeddedMigrations::new(&[]);
+/// diesel::table! { accounts (id) { id -> BigInt, tenant -> Text } }
+///
+/// let pool = TenantPool::connect("postgres://localhost/app")?;
+/// pool.shared_transaction(|conn| {
+///     diesel::insert_into(accounts::table).values(accounts::tenant.eq("acme")).execute(conn)?;
+///     provision_in(&pool, conn, &schema!("acme"), MIGRATIONS)?;
+///     Ok::<_, TenancyError>(())
+/// })?;
+/// # Ok::<(), TenancyError>(())
+/// ```
+pub fn provision_in<S>(
+    pool: &TenantPool,
+    conn: &mut PgConnection,
+    schema: &SchemaName,
+    migrations: S,
+) -> Result<Provisioned, TenancyError>
+where
+    S: MigrationSource<Pg>,
+{
+    let _in_span = provision_span(schema, Intent::Provision).entered();
+    check_not_reserved(pool, schema)?;
+    if !transaction_open(conn) {
+        return Err(TenancyError::TransactionRequired { operation: "provision_in" });
     }
-    let rows: Vec<Holders> = trusted(conn, |conn| {
-        diesel::sql_query(
-            "SELECT count(*) AS n FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_class c ON c.oid = l.relation \
-             WHERE c.relnamespace = pg_catalog.to_regnamespace($1) AND l.pid <> pg_catalog.pg_backend_pid() \
-             AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())",
-        )
-        .bind::<diesel::sql_types::Text, _>(schema.quoted())
-        .load(conn)
-    })?;
-    Ok(rows.first().is_some_and(|r| r.n > 0))
+    let plan = Plan::load(&migrations)?;
+    let registry = Registry::new(&pool.inner.layout);
+    let tenant_path = pool.inner.layout.tenant_path(schema);
+    conn.transaction(|conn| {
+        #[derive(QueryableByName)]
+        struct Path {
+            #[diesel(sql_type = Text)]
+            path: String,
+        }
+        let before: Vec<Path> = trusted(conn, |c| {
+            diesel::sql_query(
+                "SELECT pg_catalog.current_setting('search_path') AS path,                  pg_catalog.set_config('search_path', $1, true) AS _set",
+            )
+            .bind::<Text, _>(&tenant_path)
+            .load(c)
+        })?;
+        let provisioned = establish_in(conn, &registry, &plan, schema, Intent::Provision)??;
+        if let Some(before) = before.first() {
+            trusted(conn, |c| {
+                diesel::sql_query("SELECT pg_catalog.set_config('search_path', $1, true)")
+                    .bind::<Text, _>(&before.path)
+                    .execute(c)
+            })?;
+        }
+        Ok(provisioned)
+    })
 }

@@ -1,4 +1,4 @@
-//! Reading the registry: [`list_tenants`], [`tenant_record`] and [`tenant_exists`].
+//! Reading the registry: [`list_tenants`] ([`TenantList`]), [`tenant_record`] and [`tenant_exists`].
 
 use crate::error::TenancyError;
 use crate::pool::TenantPool;
@@ -7,6 +7,8 @@ use crate::schema_name::SchemaName;
 
 /// Lists every registered tenant, ordered by schema name. A tenant whose
 /// schema no longer exists is listed as [`Missing`](crate::TenantState::Missing).
+/// Registry rows that are not valid (a name or state written by hand) do not
+/// fail the call: they are listed in [`TenantList::invalid_rows`].
 ///
 /// Runs in one short transaction, so it works in every
 /// [`PoolerMode`](crate::PoolerMode).
@@ -19,12 +21,66 @@ use crate::schema_name::SchemaName;
 /// }
 /// # Ok::<(), tenancy_core::TenancyError>(())
 /// ```
-pub fn list_tenants(pool: &TenantPool) -> Result<Vec<TenantRecord>, TenancyError> {
+pub fn list_tenants(pool: &TenantPool) -> Result<TenantList, TenancyError> {
     let registry = Registry::new(&pool.inner.layout);
-    pool.internal_transaction(pool.registry_schema(), |conn| {
+    let rows = pool.internal_transaction(pool.registry_schema(), |conn| {
         registry.ensure(conn)?;
-        registry.rows(conn)?.into_iter().map(|row| row.into_record()).collect()
-    })
+        registry.rows(conn)
+    })?;
+    let mut list = TenantList { tenants: Vec::with_capacity(rows.len()), invalid_rows: Vec::new() };
+    for row in rows {
+        let name = row.schema_name.clone();
+        match row.into_record() {
+            Ok(record) => list.tenants.push(record),
+            Err(error) => list.invalid_rows.push((name, error.to_string())),
+        }
+    }
+    Ok(list)
+}
+
+/// What [`list_tenants`] found: the valid registry rows, and the invalid
+/// ones with the reason. Dereferences to the valid rows.
+///
+/// ```no_run
+/// # let pool = tenancy_core::TenantPool::connect("postgres://localhost/app")?;
+/// let list = tenancy_core::list_tenants(&pool)?;
+/// println!("{} tenants", list.len());
+/// for (name, reason) in &list.invalid_rows {
+///     eprintln!("registry row {name:?} is not valid: {reason}");
+/// }
+/// # Ok::<(), tenancy_core::TenancyError>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TenantList {
+    /// Every valid registry row, ordered by schema name.
+    pub tenants: Vec<TenantRecord>,
+    /// Registry rows whose `schema_name` or `state` is not valid, with the
+    /// reason (written by hand; fix or delete them).
+    pub invalid_rows: Vec<(String, String)>,
+}
+
+impl std::ops::Deref for TenantList {
+    type Target = [TenantRecord];
+    fn deref(&self) -> &[TenantRecord] {
+        &self.tenants
+    }
+}
+
+impl IntoIterator for TenantList {
+    type Item = TenantRecord;
+    type IntoIter = std::vec::IntoIter<TenantRecord>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.tenants.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a TenantList {
+    type Item = &'a TenantRecord;
+    type IntoIter = std::slice::Iter<'a, TenantRecord>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.tenants.iter()
+    }
 }
 
 /// The registry row of `schema`, or `None` if it is not a registered tenant.

@@ -103,16 +103,28 @@ pub(crate) fn apply_pending(
     table_exists: bool,
     citus: bool,
 ) -> Result<TenantRun, TenancyError> {
-    let table = migrations_table(schema);
-    let mut applied: BTreeSet<String> = if table_exists {
-        #[derive(QueryableByName)]
-        struct Version {
-            #[diesel(sql_type = Text)]
-            version: String,
+    apply_pending_to(conn, &migrations_table(schema), plan, table_exists, citus, |migration, source| {
+        let schema = schema.clone();
+        match citus.then(|| needs_reference_table(source.as_ref())).flatten() {
+            Some(table) => TenancyError::NeedsReferenceTable { schema, migration, table, source },
+            None => TenancyError::Migration { schema, migration, source },
         }
-        let sql = format!("SELECT version FROM {table}");
-        let rows: Vec<Version> = trusted(conn, |conn| diesel::sql_query(sql).load(conn))?;
-        rows.into_iter().map(|r| r.version).collect()
+    })
+}
+
+/// [`apply_pending`] for the migrations recorded in `table` (qualified and
+/// quoted); `fail` makes the error of a failing migration from its name and
+/// cause. `one_per_message`: each statement in a message of its own (Citus).
+pub(crate) fn apply_pending_to(
+    conn: &mut PgConnection,
+    table: &str,
+    plan: &Plan,
+    table_exists: bool,
+    one_per_message: bool,
+    fail: impl Fn(String, Box<dyn StdError + Send + Sync>) -> TenancyError,
+) -> Result<TenantRun, TenancyError> {
+    let mut applied: BTreeSet<String> = if table_exists {
+        versions_in(conn, table)?
     } else {
         // diesel's own DDL, so the table is the one the diesel CLI expects;
         // the search path puts it in the tenant's schema.
@@ -126,7 +138,7 @@ pub(crate) fn apply_pending(
             continue;
         }
         let step = conn.transaction::<_, Box<dyn StdError + Send + Sync>, _>(|c| {
-            if citus {
+            if one_per_message {
                 run_one_statement_per_message(migration.as_ref(), c)?;
             } else {
                 migration.run(c)?;
@@ -140,16 +152,59 @@ pub(crate) fn apply_pending(
                 run.applied.push(version.clone());
             }
             Err(source) => {
-                let migration = migration.name().to_string();
-                let schema = schema.clone();
-                run.error = Some(match citus.then(|| needs_reference_table(source.as_ref())).flatten() {
-                    Some(table) => TenancyError::NeedsReferenceTable { schema, migration, table, source },
-                    None => TenancyError::Migration { schema, migration, source },
-                });
+                run.error = Some(fail(migration.name().to_string(), source));
                 break;
             }
         }
     }
     run.after = AppliedMigrations::of(&applied);
     Ok(run)
+}
+
+/// The versions in the tenant's `__diesel_schema_migrations` (which must exist).
+pub(crate) fn applied_versions(
+    conn: &mut PgConnection,
+    schema: &SchemaName,
+) -> Result<BTreeSet<String>, TenancyError> {
+    versions_in(conn, &migrations_table(schema))
+}
+
+/// The versions in a diesel migrations table (qualified and quoted), which must exist.
+pub(crate) fn versions_in(conn: &mut PgConnection, table: &str) -> Result<BTreeSet<String>, TenancyError> {
+    #[derive(QueryableByName)]
+    struct Version {
+        #[diesel(sql_type = Text)]
+        version: String,
+    }
+    let sql = format!("SELECT version FROM {table}");
+    let rows: Vec<Version> = trusted(conn, |conn| diesel::sql_query(sql).load(conn))?;
+    Ok(rows.into_iter().map(|r| r.version).collect())
+}
+
+/// Runs the `down.sql` of `version` in a savepoint and removes the version
+/// from the tenant's `__diesel_schema_migrations`. The inner `Err` is the
+/// migration's failure (undone); the outer one means the transaction is unusable.
+pub(crate) fn revert_one(
+    conn: &mut PgConnection,
+    schema: &SchemaName,
+    plan: &Plan,
+    version: &str,
+) -> Result<Result<(), TenancyError>, TenancyError> {
+    let Some(index) = plan.versions.iter().position(|v| v == version) else {
+        return Ok(Err(TenancyError::MigrationSource {
+            source: format!("version {version} is not in the migration source").into(),
+        }));
+    };
+    let migration = &plan.migrations[index];
+    let delete = format!("DELETE FROM {} WHERE version = $1", migrations_table(schema));
+    let step = conn.transaction::<_, Box<dyn StdError + Send + Sync>, _>(|c| {
+        migration.revert(c)?;
+        trusted(c, |c| diesel::sql_query(&delete).bind::<Text, _>(version).execute(c))?;
+        Ok(())
+    });
+    Ok(step.map_err(|source| TenancyError::Migration {
+        schema: schema.clone(),
+        migration: migration.name().to_string(),
+        source,
+    }))
 }

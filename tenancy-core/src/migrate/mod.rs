@@ -1,5 +1,6 @@
 //! Migrations: the per-tenant engine ([`apply`]), fleet runs ([`fleet`],
-//! [`migrate_all`]) and what they report ([`report`]).
+//! [`migrate_all`], [`revert_last`]), what they report ([`report`]), and the
+//! shared schema's own ([`migrate_shared`]).
 //!
 //! Each tenant is migrated in one transaction whose search path is that
 //! tenant alone (followed by any extension schemas), holding the tenant's
@@ -20,9 +21,13 @@
 pub(crate) mod apply;
 mod fleet;
 mod report;
+mod revert;
+mod shared;
 mod statements;
 
 pub use fleet::migrate_all;
 pub use report::{
     MigrateOptions, MigrationCounts, MigrationReport, Progress, TenantMigration, TenantOutcome,
 };
+pub use revert::revert_last;
+pub use shared::migrate_shared;

@@ -1,8 +1,8 @@
 //! The one checkout engine every entry point goes through (session
 //! checkouts, tenant and shared transactions, the crate's own provisioning
 //! and migration work): pick a connection, bring it to the wanted scope in
-//! at most one message, retry past dead connections, and, when it comes
-//! back, restore or retire whatever the borrower changed.
+//! at most one message, retry past dead connections. What happens when it
+//! comes back is in `check_in`.
 
 use std::time::Instant;
 
@@ -11,17 +11,15 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use diesel::sql_types::{Bool, Text};
 
-use super::manager::Manager;
+use super::manager::{retire, Pooled};
 use super::stats::Count;
 use super::{PoolerMode, TenantPool};
 use crate::error::TenancyError;
-use crate::guard::{Effects, Failure};
+use crate::guard::Failure;
 use crate::registry::Registry;
 use crate::schema_name::SchemaName;
-use crate::session::{session_of, transaction_open, trusted, Phase, Scope};
+use crate::session::{session_of, trusted, Phase, Scope};
 use crate::sql::{quote_ident, quote_literal};
-
-pub(crate) type Pooled = r2d2::PooledConnection<Manager>;
 
 /// What a checkout is for.
 #[derive(Debug, Clone, Copy)]
@@ -78,10 +76,6 @@ enum PrepareError {
 /// (`0` for none) as it was when the transaction began.
 const TEMP_SCHEMA_BASELINE: &str =
     "SELECT pg_catalog.set_config('tenancy.temp_schema', pg_catalog.pg_my_temp_schema()::text, true)";
-
-/// How many times a restore message is sent before the connection is
-/// retired instead (see [`TenantPool::check_in`]).
-const RESTORE_ATTEMPTS: usize = 3;
 
 /// The message a tenant proof raises when the tenant is not ready: its text
 /// survives any `lc_messages` inside the error message.
@@ -367,145 +361,6 @@ impl TenantPool {
             _ => PrepareError::Other(error),
         }
     }
-
-    /// Takes a connection back from a borrower: whatever the borrower's
-    /// statements may have left is restored in one message (or the
-    /// connection retired), before any other borrower can get it.
-    pub(crate) fn check_in(&self, conn: &mut Pooled) {
-        let pooler = self.inner.pooler_mode == PoolerMode::Transaction;
-        let open = transaction_open(conn);
-        let Some(session) = session_of(conn) else { return };
-        if session.state.pool != self.inner.id {
-            // Not this pool's connection (moved here from another pool).
-            session.state.retire = true;
-            return;
-        }
-        session.phase = Phase::Pool;
-        session.state.refused = false;
-        if std::mem::take(&mut session.state.scope_in_transaction) {
-            // Checked in without the pool's commit: the transaction that set it ended otherwise.
-            session.state.scope = Scope::Unknown;
-        }
-        session.state.last_used = Instant::now();
-        let (effects, active, failure) = session.guard.take();
-        let state = &mut session.state;
-        // A temporary schema, once a session has one, stays listed in its
-        // search path; SQL-level prepared statements could share a name with
-        // diesel's. A fresh session is cheaper than proving them gone.
-        if failure == Failure::Lost
-            || effects.intersects(Effects::UNRESTORABLE | Effects::PREPARED | Effects::TEMPORARY)
-        {
-            state.retire = true;
-            return;
-        }
-        if failure == Failure::Unknown {
-            // E.g. "relation does not exist": prove the tenant again first.
-            state.epoch = 0;
-            if let Scope::Tenant(schema) = &state.scope {
-                self.inner.roster.unprove(schema);
-            }
-        }
-        if effects.contains(Effects::SEQUENCES) {
-            state.sequences = true;
-        }
-        if self
-            .inner
-            .max_tenants_per_connection
-            .is_some_and(|k| state.served.as_ref().is_some_and(|s| s.len() >= k))
-        {
-            state.retire = true;
-            return;
-        }
-        const RESTORED: Effects = Effects::SETTING
-            .union(Effects::CURSOR)
-            .union(Effects::ADVISORY_LOCK)
-            .union(Effects::LISTEN)
-            .union(Effects::BEGINS)
-            .union(Effects::ENDS)
-            .union(Effects::OPAQUE);
-        let restore = if pooler {
-            open.then(|| String::from("ROLLBACK; DISCARD SEQUENCES"))
-        } else {
-            let always = active && self.inner.always_restore;
-            (open || always || effects.intersects(RESTORED))
-                .then(|| self.restore_message(&state.scope, effects, open))
-        };
-        if effects.contains(Effects::SEARCH_PATH) && restore.is_none() {
-            state.scope = Scope::Unknown;
-        }
-        if let Some(sql) = restore {
-            // Until its `RESET ALL` runs, the message is bound by the
-            // borrower's own limits: a `statement_timeout` of a millisecond
-            // can cancel it on a loaded server. The server answered, so the
-            // session is sound: try again a few times before retiring it.
-            let attempt = |c: &mut PgConnection| c.batch_execute(&sql);
-            let restored = trusted(conn, |c| {
-                (1..RESTORE_ATTEMPTS).fold(attempt(c), |done, _| match done {
-                    Err(DieselError::DatabaseError(..)) => attempt(c),
-                    done => done,
-                })
-            });
-            match restored {
-                Ok(()) => {
-                    if let Some(session) = session_of(conn) {
-                        session.state.sequences = false;
-                    }
-                }
-                Err(_) => retire(conn),
-            }
-        }
-    }
-
-    /// One message that returns a session to how the pool left it, undoing
-    /// what `effects` say may have changed: ends any transaction, resets
-    /// every setting (then re-applies diesel's own), closes cursors, drops
-    /// listeners, session advisory locks and sequence state, and scopes the
-    /// session again. For code the text did not show, all of it, and a
-    /// temporary schema it may have made (which cannot be undone in place)
-    /// makes the message fail, so that the connection is retired.
-    fn restore_message(&self, scope: &Scope, effects: Effects, open: bool) -> String {
-        let all = effects.intersects(Effects::OPAQUE) || self.inner.always_restore;
-        let wants = |e: Effects| all || effects.intersects(e);
-        let mut parts: Vec<&str> = Vec::with_capacity(12);
-        if open || wants(Effects::BEGINS.union(Effects::ENDS)) {
-            parts.push("ROLLBACK");
-        }
-        if wants(Effects::SETTING) {
-            parts.extend([
-                "SET SESSION AUTHORIZATION DEFAULT",
-                "RESET ALL",
-                "SET TIME ZONE 'UTC'",
-                "SET CLIENT_ENCODING TO 'UTF8'",
-            ]);
-        }
-        if wants(Effects::CURSOR) {
-            parts.push("CLOSE ALL");
-        }
-        if wants(Effects::LISTEN) {
-            parts.push("UNLISTEN *");
-        }
-        if wants(Effects::ADVISORY_LOCK) {
-            parts.push("SELECT pg_catalog.pg_advisory_unlock_all()");
-        }
-        parts.push("DISCARD SEQUENCES");
-        if all {
-            parts.push(
-                "SELECT CASE WHEN pg_catalog.pg_my_temp_schema() <> 0 \
-                 THEN ('tenancy: cannot restore: ' || pg_catalog.pg_my_temp_schema())::int END",
-            );
-        }
-        let mut sql = parts.join("; ");
-        let first = match scope {
-            Scope::Tenant(schema) => Some(schema.as_str()),
-            Scope::Shared => Some(self.inner.layout.shared()),
-            Scope::Unknown => None,
-        };
-        if let Some(first) = first {
-            sql.push_str("; SET search_path TO ");
-            sql.push_str(&self.inner.layout.search_path(first));
-        }
-        sql
-    }
 }
 
 fn serves(conn: &mut Pooled, target: &Target<'_>) -> bool {
@@ -514,11 +369,4 @@ fn serves(conn: &mut Pooled, target: &Target<'_>) -> bool {
 
 fn last_used(conn: &mut Pooled) -> Instant {
     session_of(conn).map_or_else(Instant::now, |s| s.state.last_used)
-}
-
-/// Marks the connection to be closed instead of returned.
-pub(crate) fn retire(conn: &mut Pooled) {
-    if let Some(session) = session_of(conn) {
-        session.state.retire = true;
-    }
 }

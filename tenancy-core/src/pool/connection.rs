@@ -8,7 +8,8 @@ use std::ops::{Deref, DerefMut};
 
 use diesel::PgConnection;
 
-use super::checkout::{Pooled, Target};
+use super::checkout::Target;
+use super::manager::Pooled;
 use super::TenantPool;
 use crate::error::TenancyError;
 use crate::schema_name::SchemaName;
@@ -52,14 +53,6 @@ impl Held {
     }
 }
 
-/// A transaction the pool opened on a checkout.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Open {
-    /// The connection it began on.
-    pub(crate) id: u64,
-    pub(crate) ending: Ending,
-}
-
 /// How an open transaction ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ending {
@@ -69,6 +62,14 @@ pub(crate) enum Ending {
     /// commits what it did whatever the body returns, as a session would
     /// have, unless a statement in it failed or was refused.
     Scope,
+}
+
+/// A transaction the pool opened on a checkout.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Open {
+    /// The connection it began on.
+    pub(crate) id: u64,
+    pub(crate) ending: Ending,
 }
 
 impl TenantConnection {

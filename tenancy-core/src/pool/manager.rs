@@ -19,6 +19,16 @@ pub type InstrumentationFactory = Arc<dyn Fn() -> Box<dyn Instrumentation> + Sen
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// Opens connections for r2d2, each with its [`Session`].
+/// A connection of the pool, while it is checked out.
+pub(crate) type Pooled = r2d2::PooledConnection<Manager>;
+
+/// Marks the connection to be closed instead of returned.
+pub(crate) fn retire(conn: &mut Pooled) {
+    if let Some(session) = session_of(conn) {
+        session.state.retire = true;
+    }
+}
+
 pub(crate) struct Manager {
     url: String,
     pool_id: u64,

@@ -11,6 +11,7 @@
 //! * `roster`: tenants proven recently, and drop notifications.
 
 mod builder;
+mod check_in;
 mod checkout;
 mod connection;
 mod manager;

@@ -75,27 +75,33 @@ impl TransactionOptions {
     }
 
     /// `READ ONLY`: the server refuses writes.
-    pub const fn read_only(mut self) -> Self {
-        self.read_only = Some(true);
-        self
+    pub const fn read_only(self) -> Self {
+        self.access(true)
     }
 
     /// `READ WRITE`.
-    pub const fn read_write(mut self) -> Self {
-        self.read_only = Some(false);
-        self
+    pub const fn read_write(self) -> Self {
+        self.access(false)
     }
 
     /// `DEFERRABLE` (with `SERIALIZABLE` and `READ ONLY`: waits for a
     /// snapshot that cannot fail with a serialization error).
-    pub const fn deferrable(mut self) -> Self {
-        self.deferrable = Some(true);
-        self
+    pub const fn deferrable(self) -> Self {
+        self.deferral(true)
     }
 
     /// `NOT DEFERRABLE`.
-    pub const fn not_deferrable(mut self) -> Self {
-        self.deferrable = Some(false);
+    pub const fn not_deferrable(self) -> Self {
+        self.deferral(false)
+    }
+
+    const fn access(mut self, read_only: bool) -> Self {
+        self.read_only = Some(read_only);
+        self
+    }
+
+    const fn deferral(mut self, deferrable: bool) -> Self {
+        self.deferrable = Some(deferrable);
         self
     }
 

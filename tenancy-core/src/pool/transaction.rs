@@ -8,8 +8,9 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 use diesel::connection::SimpleConnection;
 
-use super::checkout::{retire, Pooled, Purpose, Target};
+use super::checkout::{Purpose, Target};
 use super::connection::{Ending, Held, Open, TenantConnection};
+use super::manager::{retire, Pooled};
 use super::options::TransactionOptions;
 use super::stats::Count;
 use super::{PoolerMode, TenantPool};

@@ -29,6 +29,7 @@ use diesel::sql_types::{Bool, Integer, Nullable, Text};
 pub(crate) use record::{parse_state, AppliedMigrations, Row};
 pub use record::{TenantRecord, TenantState, UnknownTenantState};
 
+use crate::citus::Citus;
 use crate::error::TenancyError;
 use crate::layout::Layout;
 use crate::schema_name::SchemaName;
@@ -66,14 +67,19 @@ pub(crate) struct Registry {
     name: String,
     table: String,
     /// On Citus: created with schema sharding off, so that it stays on the coordinator.
-    citus: bool,
+    citus: Option<Citus>,
 }
 
 impl Registry {
     pub(crate) fn new(layout: &Layout) -> Self {
         let name = layout.registry().to_owned();
         let table = format!("{}.\"tenants\"", quote_ident(&name));
-        Self { name, table, citus: layout.citus().is_some() }
+        Self { name, table, citus: layout.citus().cloned() }
+    }
+
+    /// Citus, when the pool's database is a Citus coordinator.
+    pub(crate) fn citus(&self) -> Option<&Citus> {
+        self.citus.as_ref()
     }
 
     /// The registry table, schema-qualified and quoted.
@@ -156,7 +162,7 @@ impl Registry {
                     schema = quote_ident(&self.name),
                     // `SET LOCAL`: the setting ends with the caller's
                     // transaction, and nothing else in it depends on it.
-                    local = if self.citus {
+                    local = if self.citus.is_some() {
                         format!("{}; ", crate::citus::schema_sharding(false))
                     } else {
                         String::new()

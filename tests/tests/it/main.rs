@@ -6,9 +6,11 @@
 mod compose;
 mod differential;
 mod examples;
+mod fleets;
 mod isolation;
 mod migrate;
 mod observe;
+mod operations;
 mod pool;
 mod provision;
 mod regressions;

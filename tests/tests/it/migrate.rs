@@ -9,36 +9,16 @@ use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::sql_types::Text;
 use tenancy_core::{
     migrate_all, provision, tenant_record, MigrateOptions, PoolerMode, SchemaName, TenancyError,
     TenantOutcome, TenantPool, TenantState,
 };
 use tenancy_tests::{count, migrations, pool_counting_connections};
 
-const V1: &str = "20240201000001";
-const V2: &str = "20240202000001";
-const V3: &str = "20240203000001";
+use crate::fleets::{break_tenant, fleet, has_column, versions, Scene, V1, V2, V3};
 
 fn temp_db(tag: &str) -> tenancy_devdb::TempDatabase {
     tenancy_tests::temp_database(&format!("mig_{tag}"))
-}
-
-fn versions(conn: &mut PgConnection, schema: &SchemaName) -> Vec<String> {
-    #[derive(QueryableByName)]
-    struct V {
-        #[diesel(sql_type = Text)]
-        version: String,
-    }
-    diesel::sql_query(format!(
-        "SELECT version FROM {}.__diesel_schema_migrations ORDER BY 1",
-        schema.quoted()
-    ))
-    .load::<V>(conn)
-    .unwrap()
-    .into_iter()
-    .map(|v| v.version)
-    .collect()
 }
 
 fn has_table(conn: &mut PgConnection, schema: &SchemaName, table: &str) -> bool {
@@ -52,43 +32,13 @@ fn has_table(conn: &mut PgConnection, schema: &SchemaName, table: &str) -> bool 
     ) == 1
 }
 
-fn has_column(conn: &mut PgConnection, schema: &SchemaName, table: &str, column: &str) -> bool {
-    count(
-        conn,
-        &format!(
-            "SELECT count(*) AS n FROM information_schema.columns \
-             WHERE table_schema = '{schema}' AND table_name = '{table}' AND column_name = '{column}'"
-        ),
-        &[],
-    ) == 1
-}
-
-/// `n` tenants `t00`, `t01`, ... provisioned at version 1, each with one account.
-fn fleet(pool: &TenantPool, admin: &mut PgConnection, n: usize) -> Vec<SchemaName> {
-    (0..n)
-        .map(|i| {
-            let schema = SchemaName::new(&format!("t{i:02}")).unwrap();
-            provision(pool, &schema, migrations("fleet_v1")).unwrap();
-            admin
-                .batch_execute(&format!(
-                    "INSERT INTO {}.accounts (email) VALUES ('a@{schema}.test')",
-                    schema.quoted()
-                ))
-                .unwrap();
-            schema
-        })
-        .collect()
-}
-
 #[test]
 fn one_failing_tenant_among_twenty_one_fails_alone_and_a_rerun_migrates_only_it() {
-    let db = temp_db("one_fails");
-    let pool = TenantPool::builder().max_size(4).build(db.url()).unwrap();
-    let mut admin = db.connect().unwrap();
+    let Scene { db: _db, pool, mut admin } = Scene::on(temp_db("one_fails"), 4);
     let tenants = fleet(&pool, &mut admin, 21);
     let bad = tenants[7].clone();
     // Its data violates the constraint the second migration adds.
-    admin.batch_execute(&format!("INSERT INTO {}.accounts (email) VALUES (NULL)", bad.quoted())).unwrap();
+    break_tenant(&mut admin, &bad);
 
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
@@ -163,9 +113,7 @@ fn one_failing_tenant_among_twenty_one_fails_alone_and_a_rerun_migrates_only_it(
 
 #[test]
 fn a_current_fleet_is_known_from_the_registry_without_visiting_any_schema() {
-    let db = temp_db("current");
-    let pool = TenantPool::builder().max_size(2).build(db.url()).unwrap();
-    let mut admin = db.connect().unwrap();
+    let Scene { db, pool, mut admin } = Scene::on(temp_db("current"), 2);
     let tenants = fleet(&pool, &mut admin, 4);
     migrate_all(&pool, migrations("fleet_v2"), MigrateOptions::new()).unwrap();
 
@@ -266,9 +214,7 @@ fn two_deploys_migrating_at_once_apply_each_migration_once() {
 
 #[test]
 fn migrations_that_cannot_run_in_a_transaction_are_refused_before_touching_tenants() {
-    let db = temp_db("no_tx");
-    let pool = TenantPool::builder().max_size(1).build(db.url()).unwrap();
-    let mut admin = db.connect().unwrap();
+    let Scene { db: _db, pool, mut admin } = Scene::on(temp_db("no_tx"), 1);
     let tenants = fleet(&pool, &mut admin, 1);
     let err = migrate_all(&pool, migrations("no_transaction"), MigrateOptions::new()).unwrap_err();
     match &err {

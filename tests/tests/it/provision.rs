@@ -36,6 +36,23 @@ fn applied_versions(conn: &mut PgConnection, schema: &SchemaName) -> i64 {
 /// Drops a tenant on the shared test database when the test ends, pass or fail.
 struct Cleanup(SchemaName);
 
+/// A pool of two whose registry and shared schemas have names a tenant
+/// could have: `fleet_registry` and `fleet_shared`.
+fn fleet_pool(db: &tenancy_devdb::TempDatabase) -> TenantPool {
+    TenantPool::builder()
+        .max_size(2)
+        .registry_schema("fleet_registry")
+        .shared_schema("fleet_shared")
+        .build(db.url())
+        .unwrap()
+}
+
+/// A fresh tenant name, dropped (schema and registry row) when the test ends.
+fn scratch(prefix: &str) -> (SchemaName, Cleanup) {
+    let schema = unique_schema(prefix);
+    (schema.clone(), Cleanup(schema))
+}
+
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let mut conn = tenancy_tests::admin();
@@ -49,8 +66,7 @@ impl Drop for Cleanup {
 #[test]
 fn provisioning_twice_is_a_noop_the_second_time() {
     let pool = tenancy_tests::pool();
-    let schema = unique_schema("prov_twice");
-    let _cleanup = Cleanup(schema.clone());
+    let (schema, _cleanup) = scratch("prov_twice");
 
     let first = provision(&pool, &schema, BASIC).unwrap();
     assert!(first.created);
@@ -79,8 +95,7 @@ fn provisioning_twice_is_a_noop_the_second_time() {
 #[test]
 fn file_based_migrations_provision_like_embedded_ones() {
     let pool = tenancy_tests::pool();
-    let schema = unique_schema("prov_files");
-    let _cleanup = Cleanup(schema.clone());
+    let (schema, _cleanup) = scratch("prov_files");
     let done = provision(&pool, &schema, migrations("basic")).unwrap();
     assert!(done.created);
     assert_eq!(done.applied.len(), 2);
@@ -91,8 +106,7 @@ fn file_based_migrations_provision_like_embedded_ones() {
 #[test]
 fn new_migrations_are_applied_when_provisioning_again() {
     let pool = tenancy_tests::pool();
-    let schema = unique_schema("prov_more");
-    let _cleanup = Cleanup(schema.clone());
+    let (schema, _cleanup) = scratch("prov_more");
     provision(&pool, &schema, migrations("fleet_v1")).unwrap();
     let again = provision(&pool, &schema, migrations("fleet_v2")).unwrap();
     assert!(!again.created);
@@ -175,8 +189,7 @@ fn eight_threads_provisioning_the_same_tenant_all_succeed_once() {
 #[test]
 fn a_failed_provisioning_is_recorded_and_resumes_at_the_last_good_version() {
     let pool = tenancy_tests::pool();
-    let schema = unique_schema("prov_resume");
-    let _cleanup = Cleanup(schema.clone());
+    let (schema, _cleanup) = scratch("prov_resume");
 
     let err = provision(&pool, &schema, migrations("broken")).unwrap_err();
     match &err {
@@ -213,8 +226,7 @@ fn a_failed_provisioning_is_recorded_and_resumes_at_the_last_good_version() {
 #[test]
 fn an_existing_unregistered_schema_is_adopted_only_on_request() {
     let pool = tenancy_tests::pool();
-    let schema = unique_schema("prov_adopt");
-    let _cleanup = Cleanup(schema.clone());
+    let (schema, _cleanup) = scratch("prov_adopt");
     let mut admin = tenancy_tests::admin();
     admin.batch_execute(&format!("CREATE SCHEMA {}", schema.quoted())).unwrap();
     assert!(!tenant_exists(&pool, &schema).unwrap());
@@ -240,8 +252,7 @@ fn provisioning_works_in_transaction_pooler_mode() {
         .pooler_mode(PoolerMode::Transaction)
         .build(&tenancy_tests::url())
         .unwrap();
-    let schema = unique_schema("prov_txmode");
-    let _cleanup = Cleanup(schema.clone());
+    let (schema, _cleanup) = scratch("prov_txmode");
     assert!(provision(&pool, &schema, BASIC).unwrap().created);
     assert!(tenant_exists(&pool, &schema).unwrap());
     assert!(list_tenants(&pool).unwrap().iter().any(|t| t.schema == schema));
@@ -271,8 +282,7 @@ fn list_tenants_shows_every_registered_tenant_in_order() {
 #[test]
 fn drop_tenant_drops_a_registered_tenant_and_its_row() {
     let pool = tenancy_tests::pool();
-    let schema = unique_schema("prov_drop");
-    let _cleanup = Cleanup(schema.clone());
+    let (schema, _cleanup) = scratch("prov_drop");
     provision(&pool, &schema, BASIC).unwrap();
     drop_tenant(&pool, &schema).unwrap();
     assert!(!tenant_exists(&pool, &schema).unwrap());
@@ -288,12 +298,7 @@ fn drop_tenant_refuses_public_the_registry_and_unknown_schemas_and_drops_nothing
     let mut admin = db.connect().unwrap();
     // Registry and shared schemas with names a tenant could have.
     admin.batch_execute("CREATE SCHEMA fleet_shared; CREATE TABLE fleet_shared.plans (id int)").unwrap();
-    let pool = TenantPool::builder()
-        .max_size(2)
-        .registry_schema("fleet_registry")
-        .shared_schema("fleet_shared")
-        .build(db.url())
-        .unwrap();
+    let pool = fleet_pool(&db);
     let tenant = SchemaName::new("tenant_kept").unwrap();
     provision(&pool, &tenant, BASIC).unwrap();
     // A schema that looks like a tenant but has no registry row.
@@ -339,12 +344,7 @@ fn drop_tenant_refuses_public_the_registry_and_unknown_schemas_and_drops_nothing
 #[test]
 fn provision_refuses_the_registry_and_shared_schemas() {
     let db = temp_db("prov_refuse");
-    let pool = TenantPool::builder()
-        .max_size(2)
-        .registry_schema("fleet_registry")
-        .shared_schema("fleet_shared")
-        .build(db.url())
-        .unwrap();
+    let pool = fleet_pool(&db);
     for name in ["fleet_registry", "fleet_shared"] {
         let err = provision(&pool, &SchemaName::new(name).unwrap(), BASIC).unwrap_err();
         assert!(matches!(err, TenancyError::ReservedSchema { .. }), "{err:?}");

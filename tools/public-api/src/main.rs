@@ -34,8 +34,14 @@ use std::process::ExitCode;
 
 use model::{Crate, Line};
 
-/// The published crates, by directory and by the name paths use.
-const CRATES: &[(&str, &str)] = &[("tenancy-core", "tenancy_core"), ("tenancy-macros", "tenancy_macros")];
+/// The published library crates, by directory and by the name paths use
+/// (`tenancy-cli` is a binary: it has no API to list).
+const CRATES: &[(&str, &str)] = &[
+    ("tenancy-core", "tenancy_core"),
+    ("tenancy-macros", "tenancy_macros"),
+    ("tenancy-devdb", "tenancy_devdb"),
+    ("tenancy-test", "tenancy_test"),
+];
 const LISTING: &str = "public-api.txt";
 const CHANGELOG: &str = "CHANGELOG.md";
 const UNRELEASED: &str = "## [Unreleased]";

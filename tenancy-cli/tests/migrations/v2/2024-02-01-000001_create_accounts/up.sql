@@ -1,0 +1,1 @@
+CREATE TABLE accounts (id BIGSERIAL PRIMARY KEY, email TEXT);

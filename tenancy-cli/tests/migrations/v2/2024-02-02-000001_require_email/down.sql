@@ -1,0 +1,2 @@
+DROP TABLE email_audit;
+ALTER TABLE accounts ALTER COLUMN email DROP NOT NULL;
