@@ -193,3 +193,29 @@ fn adopting_a_schema_distributes_it_with_its_rows() {
 }
 
 const ADOPTED: EmbeddedMigrations = embed_migrations!("migrations/citus_adopt");
+
+#[test]
+fn a_configured_shared_schema_stays_on_the_coordinator() {
+    const SHARED: EmbeddedMigrations = embed_migrations!("migrations/shared_v1");
+    let db = tenancy_tests::citus::database("citus_shared");
+    let mut admin = db.connect().unwrap();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{}\" SET citus.enable_schema_based_sharding = on",
+            db.name()
+        ))
+        .unwrap();
+    let pool = TenantPool::builder().shared_schema("app_shared").build(db.url()).unwrap();
+    tenancy_core::migrate_shared(&pool, SHARED).unwrap();
+    assert!(!is_distributed(&mut admin, "app_shared"), "the shared schema is not a distributed schema");
+    assert_eq!(
+        count(
+            &mut admin,
+            "SELECT count(*) AS n FROM pg_dist_partition p JOIN pg_class c ON c.oid = p.logicalrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'app_shared'",
+            &[]
+        ),
+        0,
+        "its tables are plain tables on the coordinator"
+    );
+}
