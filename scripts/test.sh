@@ -39,13 +39,14 @@ echo "==> tests"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --quiet 2>&1 | tee "$log"
-# tenancy-core again with the `serde` feature (off in the workspace build):
+# tenancy-core again with the `serde` and `tokio` features (off in the workspace build):
 # its unit and doc tests, and the serde tests that only exist with it.
-cargo test -p tenancy-core --features serde --quiet 2>&1 | tee -a "$log"
+cargo test -p tenancy-core --features serde,tokio --quiet 2>&1 | tee -a "$log"
 
 echo "==> examples (each checks what it shows, and fails if a tenant sees another's data)"
 cargo run --quiet --example quickstart
 cargo run --quiet --example saas
+cargo run --quiet --example axum_service
 deployment="ci_deployment_$$"
 printf 'add ship the release\ndone 1\nlist\n' | TENANCY_SCHEMA="$deployment" cargo run --quiet --example per_deployment
 TENANCY_SCHEMA="$deployment" cargo run --quiet --example per_deployment -- --decommission
@@ -71,6 +72,7 @@ cargo bench -p tenancy-tests --bench retirement -- --quick
 cargo bench -p tenancy-tests --bench guard -- --quick
 cargo bench -p tenancy-tests --bench citus -- --quick
 cargo bench -p tenancy-cli --bench migrate_noop -- --quick
+cargo bench -p tenancy-tests --bench async_api -- --quick
 
 # One closing line for the whole suite (cargo prints one per test binary).
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"

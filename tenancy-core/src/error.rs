@@ -122,6 +122,17 @@ pub enum TenancyError {
     #[error("the transaction was rolled back: its connection was exchanged for another one while it ran; do not move pooled connections")]
     ConnectionReplaced,
 
+    /// Work given to the async API (`TenantPool::run` and friends) did not
+    /// run: the future awaiting it was dropped before it started, or the
+    /// tokio runtime shut down first. Nothing of it was done.
+    #[error("the work was cancelled before it started (its future was dropped, or the tokio runtime shut down); nothing of it ran")]
+    Cancelled,
+
+    /// The async API was awaited outside a tokio runtime, which it needs for
+    /// its blocking pool.
+    #[error("the async API must be awaited inside a tokio runtime (it runs diesel on tokio's blocking pool); use the blocking API (TenantPool::tenant, TenantPool::transaction) elsewhere")]
+    NoRuntime,
+
     /// An operation that joins the caller's transaction was given a
     /// connection outside any transaction.
     #[error("{operation} works inside a transaction the caller holds, and this connection is not in one; open one first (TenantPool::shared_transaction, or conn.transaction)")]

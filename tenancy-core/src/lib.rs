@@ -20,6 +20,10 @@
 //!   the shared schema. The `tenancy` command (crate `tenancy-cli`) runs them
 //!   from the shell, and the `tenancy-test` crate gives test suites throwaway
 //!   databases and tenants.
+//! * With the `tokio` feature, an async API: `TenantPool::run`,
+//!   `TenantPool::run_transaction`, `Tenant::run` and
+//!   `TenantPool::check_tenant_async` run diesel on tokio's blocking pool,
+//!   never on a runtime worker (see their docs on panics and cancellation).
 //!
 //! # Example
 //!
@@ -103,6 +107,8 @@ mod migrate;
 mod pool;
 mod provision;
 mod registry;
+#[cfg(feature = "tokio")]
+mod runtime;
 mod schema_name;
 mod scope;
 mod session;

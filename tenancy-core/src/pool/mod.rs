@@ -77,7 +77,7 @@ pub(crate) struct PoolInner {
     /// Tells this pool's connections from any other's.
     id: u64,
     pub(crate) layout: Layout,
-    roster: roster::Roster,
+    pub(crate) roster: roster::Roster,
     pooler_mode: PoolerMode,
     connection_timeout: Duration,
     max_tenants_per_connection: Option<usize>,
@@ -223,7 +223,7 @@ impl TenantPool {
         F: FnOnce(&mut TenantConnection) -> Result<T, E>,
         E: From<TenancyError>,
     {
-        self.run_transaction(Target::Tenant(schema), &TransactionOptions::new(), f)
+        self.run_in_transaction(Target::Tenant(schema), &TransactionOptions::new(), f)
     }
 
     /// Like [`TenantPool::transaction`], scoped to the shared schema.
@@ -232,7 +232,7 @@ impl TenantPool {
         F: FnOnce(&mut TenantConnection) -> Result<T, E>,
         E: From<TenancyError>,
     {
-        self.run_transaction(Target::Shared, &TransactionOptions::new(), f)
+        self.run_in_transaction(Target::Shared, &TransactionOptions::new(), f)
     }
 
     /// Runs `f` in a transaction whose search path starts at `first` (which
@@ -244,7 +244,7 @@ impl TenantPool {
         F: FnOnce(&mut PgConnection) -> Result<T, E>,
         E: From<TenancyError>,
     {
-        self.run_transaction(Target::Internal(first), &TransactionOptions::new(), |conn| f(conn))
+        self.run_in_transaction(Target::Internal(first), &TransactionOptions::new(), |conn| f(conn))
     }
 
     /// A checkout of `schema` inside a transaction of the pool's.
@@ -261,6 +261,46 @@ impl TenantPool {
     /// transaction), for operations that must not run in one.
     pub(crate) fn direct(&self) -> Result<PgConnection, TenancyError> {
         Ok(<PgConnection as diesel::Connection>::establish(&self.inner.url)?)
+    }
+
+    /// Checks that `schema` is a tenant this pool serves, as a checkout
+    /// would, without handing out a connection: for a web service that
+    /// validates the tenant a request names before doing anything for it.
+    ///
+    /// Costs nothing when this pool proved `schema` within
+    /// [`tenant_cache_ttl`](TenantPoolBuilder::tenant_cache_ttl) (a checkout
+    /// of it proves it, and so does this), and a checkout whose message
+    /// proves it otherwise. A drop through this library reaches the cache at
+    /// once in this process, and in others by notification, so an answer is
+    /// stale for at most `tenant_cache_ttl` only when the registry or the
+    /// schema was changed by hand.
+    ///
+    /// Errors: [`TenancyError::TenantNotFound`] for anything but a
+    /// registered, ready tenant, [`TenancyError::ReservedSchema`] for the
+    /// pool's own schemas, and the errors of a checkout
+    /// ([`TenancyError::PoolTimeout`], ...).
+    ///
+    /// ```no_run
+    /// # use tenancy_core::{parse_schema, TenantPool};
+    /// # let pool = TenantPool::connect("postgres://localhost/app")?;
+    /// let schema = parse_schema("acme")?; // from a subdomain
+    /// pool.check_tenant(&schema)?; // `TenantNotFound` for an unknown one
+    /// # Ok::<(), tenancy_core::TenancyError>(())
+    /// ```
+    pub fn check_tenant(&self, schema: &SchemaName) -> Result<(), TenancyError> {
+        self.inner.roster.poll();
+        if self.cached_tenant(schema)? {
+            return Ok(());
+        }
+        self.tenant(schema)?.close()
+    }
+
+    /// `Ok(true)` when the cache alone says `schema` is a tenant (no I/O).
+    pub(crate) fn cached_tenant(&self, schema: &SchemaName) -> Result<bool, TenancyError> {
+        if let Some(role) = self.inner.layout.role_of(schema.as_str()) {
+            return Err(TenancyError::ReservedSchema { schema: schema.clone(), role });
+        }
+        Ok(self.inner.roster.proven(schema).is_some())
     }
 
     /// A tenant was dropped or fenced through this pool: no connection

@@ -204,7 +204,7 @@ impl<'a> TransactionBuilder<'a> {
         F: FnOnce(&mut TenantConnection) -> Result<T, E>,
         E: From<TenancyError>,
     {
-        self.pool.run_transaction(self.target, &self.options, f)
+        self.pool.run_in_transaction(self.target, &self.options, f)
     }
 }
 

@@ -128,6 +128,18 @@ impl Roster {
 
     /// Reads drop notifications that arrived, at most every [`POLL_EVERY`].
     pub(crate) fn poll(&self) {
+        self.poll_with(true);
+    }
+
+    /// [`Roster::poll`] that never blocks: a lost listening connection is
+    /// left for a blocking caller to open again (for async callers on a
+    /// runtime worker thread).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn poll_nonblocking(&self) {
+        self.poll_with(false);
+    }
+
+    fn poll_with(&self, reconnect: bool) {
         let Some(listener) = &self.listener else { return };
         let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
         let due = self.next_poll.load(Ordering::Relaxed);
@@ -168,7 +180,7 @@ impl Roster {
                     self.forget_all();
                 }
             }
-            None if Instant::now() >= listener.reconnect_at => {
+            None if reconnect && Instant::now() >= listener.reconnect_at => {
                 listener.reconnect_at = Instant::now() + RECONNECT_EVERY;
                 if let Some(conn) = PgConnection::establish(&listener.url)
                     .ok()

@@ -45,7 +45,7 @@ impl TenantPool {
 
     /// Runs `f` in a transaction for `target`: commits when it returns
     /// `Ok`, rolls back when it returns `Err` or panics.
-    pub(crate) fn run_transaction<T, E, F>(
+    pub(crate) fn run_in_transaction<T, E, F>(
         &self,
         target: Target<'_>,
         options: &TransactionOptions,

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 
 use tenancy_tests::{unique_schema, url};
 
-const EXAMPLES: [&str; 3] = ["quickstart", "saas", "per_deployment"];
+const EXAMPLES: [&str; 4] = ["quickstart", "saas", "per_deployment", "axum_service"];
 const UNREACHABLE: &str = "postgres://postgres@127.0.0.1:1/tenancy";
 
 /// The examples' binaries, built once per test run (a no-op when `cargo test
 /// --workspace` has built them already) into this test's target directory.
-fn example(name: &str) -> PathBuf {
+pub(crate) fn example(name: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
         // <target>/<profile>/deps/it-<hash>
@@ -41,7 +41,7 @@ fn example(name: &str) -> PathBuf {
 }
 
 /// An example process with a clean environment: no `DATABASE_URL`, no `TENANCY_SCHEMA`.
-fn command(name: &str) -> Command {
+pub(crate) fn command(name: &str) -> Command {
     let mut cmd = Command::new(example(name));
     cmd.env_remove("DATABASE_URL").env_remove("TENANCY_SCHEMA").env_remove("RUST_BACKTRACE");
     cmd

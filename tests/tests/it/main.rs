@@ -3,6 +3,9 @@
 //! Run one part with a filter, e.g. `cargo test -p tenancy-tests --test it
 //! pool::`; the shared set-up lives in `tenancy_tests` (`tests/src`).
 
+mod async_api;
+mod axum_extractor;
+mod axum_service;
 mod compose;
 mod differential;
 mod examples;

@@ -41,6 +41,7 @@ const CRATES: &[(&str, &str)] = &[
     ("tenancy-macros", "tenancy_macros"),
     ("tenancy-devdb", "tenancy_devdb"),
     ("tenancy-test", "tenancy_test"),
+    ("tenancy-axum", "tenancy_axum"),
 ];
 const LISTING: &str = "public-api.txt";
 const CHANGELOG: &str = "CHANGELOG.md";
