@@ -4,6 +4,10 @@
 # every test, doc test, example and the quick benchmarks. PostgreSQL itself is
 # found or started by the tests (tenancy-devdb): DATABASE_URL, else the server
 # on 127.0.0.1:5432, else a throwaway cluster that is removed afterwards.
+# Citus, for the tests on a Citus cluster (which start their own coordinator
+# and workers), is built and installed when missing: from the release source
+# tarball TENANCY_CITUS_TARBALL names, else from the source downloaded from
+# GitHub (scripts/citus-build.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +25,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+echo "==> Citus"
+./scripts/citus-build.sh ${TENANCY_CITUS_TARBALL:+"$TENANCY_CITUS_TARBALL"}
 
 echo "==> format and lints"
 cargo fmt --all -- --check
@@ -43,6 +50,9 @@ cargo run --quiet --example axum_service
 deployment="ci_deployment_$$"
 printf 'add ship the release\ndone 1\nlist\n' | TENANCY_SCHEMA="$deployment" cargo run --quiet --example per_deployment
 TENANCY_SCHEMA="$deployment" cargo run --quiet --example per_deployment -- --decommission
+echo "==> examples on a Citus coordinator (a throwaway cluster: a coordinator and two workers)"
+cargo run --quiet -p tenancy-devdb --example citus -- \
+    sh -c 'cargo run --quiet --example quickstart && cargo run --quiet --example saas'
 
 echo "==> packaging (the public API listing, a crates.io dry run)"
 cargo run --quiet -p public-api
@@ -60,6 +70,7 @@ cargo bench -p tenancy-tests --bench scoping -- --quick
 cargo bench -p tenancy-tests --bench fleet -- --quick
 cargo bench -p tenancy-tests --bench retirement -- --quick
 cargo bench -p tenancy-tests --bench guard -- --quick
+cargo bench -p tenancy-tests --bench citus -- --quick
 cargo bench -p tenancy-cli --bench migrate_noop -- --quick
 cargo bench -p tenancy-tests --bench async_api -- --quick
 

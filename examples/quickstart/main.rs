@@ -100,6 +100,9 @@ fn run() -> Result<(), QuickstartError> {
     println!("  PostgreSQL: {}", describe(&db));
     let pool =
         TenantPool::builder().max_size(4).connection_timeout(Duration::from_secs(10)).build(db.url())?;
+    if let Some(citus) = pool.citus() {
+        println!("  Citus {}: every tenant is a distributed schema on a worker", citus.version());
+    }
 
     // Names unique to this run, so that reruns and parallel runs never meet.
     let tag = tenancy_examples::run_tag();
@@ -164,7 +167,13 @@ fn tour(pool: &TenantPool, tag: &str, provisioned: &mut Vec<SchemaName>) -> Resu
         let schema = parse_schema(&format!("{company}_{tag}"))?;
         let done = provision(pool, &schema, MIGRATIONS)?;
         provisioned.push(schema.clone());
-        println!("   {:<22} schema created, {} migration(s) applied", schema.as_str(), done.applied.len());
+        // On a Citus coordinator each tenant is a distributed schema, placed on a worker.
+        let placed = done.placement.map(|p| format!(", {p}")).unwrap_or_default();
+        println!(
+            "   {:<22} schema created, {} migration(s) applied{placed}",
+            schema.as_str(),
+            done.applied.len()
+        );
         tenants.push(schema);
     }
 

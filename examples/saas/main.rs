@@ -90,6 +90,9 @@ fn run() -> Result<(), SaasError> {
 
 fn operate(pool: &TenantPool) -> Result<(), SaasError> {
     println!("saas: a multi-tenant project tracker, every tenant on one pool");
+    if let Some(citus) = pool.citus() {
+        println!("  on Citus {}: tenants are distributed schemas, spread over the workers", citus.version());
+    }
 
     println!("\n1. The shared schema: plans and accounts");
     // One run at a time, however many replicas start together.

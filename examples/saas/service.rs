@@ -190,8 +190,10 @@ impl Service {
         }
         let provisioned = provision(&self.pool, tenant, self.release)?;
         self.billing.open_account(tenant, company, &plan.id)?;
+        // On Citus: the worker the tenant's tables were placed on.
+        let placed = provisioned.placement.map(|p| format!(", {p}")).unwrap_or_default();
         Ok(Reply::created(format!(
-            "tenant {tenant} for {company}, {} plan at ${}/month ({} migration(s) applied)",
+            "tenant {tenant} for {company}, {} plan at ${}/month ({} migration(s) applied{placed})",
             plan.name,
             plan.monthly_cents / 100,
             provisioned.applied.len()

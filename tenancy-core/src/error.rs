@@ -185,6 +185,23 @@ pub enum TenancyError {
         source: Box<dyn StdError + Send + Sync>,
     },
 
+    /// A migration failed on Citus because it adds a foreign key from a
+    /// tenant's table to a table outside the tenant that is not a reference
+    /// table, which Citus refuses. It was rolled back, and the ones before
+    /// it were kept.
+    #[error("migration {migration} failed for tenant \"{schema}\" and was rolled back: it adds a foreign key to {table}, and on Citus a tenant's table may reference a table outside its schema only when that is a reference table; make it one with tenancy_core::citus::create_reference_table (once, before migrating), then run again")]
+    NeedsReferenceTable {
+        /// The tenant whose migration failed.
+        schema: SchemaName,
+        /// The migration that failed (diesel's name: version and name).
+        migration: String,
+        /// The referenced table, schema-qualified as Citus names it.
+        table: String,
+        /// Citus's refusal.
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+
     /// A migration of the shared schema failed ([`migrate_shared`](crate::migrate_shared));
     /// it was rolled back, and the ones before it were kept.
     #[error("shared-schema migration {migration} failed in {schema:?} and was rolled back; the migrations before it were kept; fix it, then run again")]
@@ -196,6 +213,14 @@ pub enum TenancyError {
         /// Why it failed.
         #[source]
         source: Box<dyn StdError + Send + Sync>,
+    },
+
+    /// An operation for Citus was asked of a pool whose database is not a
+    /// Citus coordinator with schema-based sharding.
+    #[error("{operation} needs a Citus coordinator with schema-based sharding (Citus 12 or later), but this pool's database has no citus extension, or its server is not a coordinator with workers")]
+    NotCitus {
+        /// What was asked, e.g. `move_tenant`.
+        operation: &'static str,
     },
 
     /// The migrations could not be read from their `MigrationSource`, or

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::citus::Citus;
 use crate::config::ConfigError;
 use crate::schema_name::{check_identifier, SchemaName};
 use crate::sql::quote_ident;
@@ -39,6 +40,8 @@ pub(crate) struct Layout {
     /// schemas, then `pg_temp`, named last so that temporary tables (searched
     /// first unless named) can never shadow a tenant's tables.
     tail: String,
+    /// What the pool found on a Citus coordinator; `None` on plain PostgreSQL.
+    citus: Option<Citus>,
 }
 
 impl Layout {
@@ -71,7 +74,18 @@ impl Layout {
             registry: registry.to_owned(),
             extensions: extensions.to_vec(),
             tail,
+            citus: None,
         })
+    }
+
+    /// Citus, when the pool's database is a Citus coordinator with
+    /// schema-based sharding.
+    pub(crate) fn citus(&self) -> Option<&Citus> {
+        self.citus.as_ref()
+    }
+
+    pub(crate) fn set_citus(&mut self, citus: Option<Citus>) {
+        self.citus = citus;
     }
 
     pub(crate) fn shared(&self) -> &str {

@@ -96,6 +96,7 @@ macro_rules! setters {
     )*};
 }
 
+pub mod citus;
 mod config;
 mod context;
 mod decommission;

@@ -15,6 +15,7 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 
+use crate::citus::{distribute_schema, placement_of, schema_sharding, Placement};
 use crate::error::{error_chain, RefusalReason, TenancyError};
 use crate::migrate::apply::{apply_pending, Plan};
 use crate::pool::TenantPool;
@@ -32,6 +33,9 @@ pub struct Provisioned {
     pub created: bool,
     /// The migration versions this call applied, in order.
     pub applied: Vec<String>,
+    /// On a Citus coordinator, where the tenant's tables are (a worker, for
+    /// a distributed tenant with tables); `None` on plain PostgreSQL.
+    pub placement: Option<Placement>,
 }
 
 impl Provisioned {
@@ -183,22 +187,45 @@ fn establish_in(
         (Intent::Adopt, None, false) => return Err(refused(RefusalReason::SchemaMissing)),
         _ => {}
     }
+    let citus = registry.citus();
+    let placement = |conn: &mut PgConnection| -> Result<Option<Placement>, TenancyError> {
+        citus.map(|_| placement_of(conn, schema)).transpose()
+    };
     if found.schema_exists && found.state == Some(TenantState::Ready) && found.applied == plan.target {
-        return Ok(Ok(Provisioned { schema: schema.clone(), created: false, applied: Vec::new() }));
+        return Ok(Ok(Provisioned {
+            schema: schema.clone(),
+            created: false,
+            applied: Vec::new(),
+            placement: placement(conn)?,
+        }));
     }
     if !found.schema_exists {
+        if let Some(citus) = citus {
+            // Explicitly, whatever the server's or database's default.
+            trusted(conn, |c| c.batch_execute(schema_sharding(citus.distributes_tenants())))?;
+        }
         let sql = format!("CREATE SCHEMA {}", schema.quoted());
         trusted(conn, |c| c.batch_execute(&sql))?;
+    } else if intent == Intent::Adopt
+        && found.state.is_none()
+        && citus.is_some_and(|c| c.distributes_tenants())
+        && placement_of(conn, schema)? == Placement::Local
+    {
+        // An adopted schema becomes a tenant like any other: distributed.
+        distribute_schema(conn, schema)?;
     }
-    let run = apply_pending(conn, schema, plan, found.table_exists)?;
+    let run = apply_pending(conn, schema, plan, found.table_exists, citus.is_some())?;
     let state = if run.error.is_some() { TenantState::Failed } else { TenantState::Ready };
     let message = run.error.as_ref().map(error_chain);
     registry.save(conn, Save::Upsert, schema, state, &run.after, message.as_deref())?;
     Ok(match run.error {
         Some(error) => Err(error),
-        None => {
-            Ok(Provisioned { schema: schema.clone(), created: !found.schema_exists, applied: run.applied })
-        }
+        None => Ok(Provisioned {
+            schema: schema.clone(),
+            created: !found.schema_exists,
+            applied: run.applied,
+            placement: placement(conn)?,
+        }),
     })
 }
 

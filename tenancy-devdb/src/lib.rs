@@ -11,6 +11,10 @@
 //!
 //! When run as root, the throwaway cluster runs as the `postgres` user
 //! (initdb refuses root).
+//!
+//! [`citus::CitusCluster`] starts a Citus cluster (a coordinator and workers)
+//! the same way, and [`DevDatabase::create_database`] on a Citus coordinator
+//! makes the database on every node.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -22,6 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 
+pub mod citus;
 pub mod pgbouncer;
 
 /// What went wrong while finding or starting PostgreSQL.
@@ -47,6 +52,17 @@ pub enum DevDbError {
     /// A statement failed.
     #[error("database error: {0}")]
     Database(String),
+    /// A Citus cluster was asked for, but the extension is not installed
+    /// for the local PostgreSQL.
+    #[error(
+        "Citus is not installed for the PostgreSQL in {bindir} (no citus.so in {libdir}); scripts/test.sh installs it (from $TENANCY_CITUS_TARBALL, else from the Citus release source), or run scripts/citus-build.sh TARBALL"
+    )]
+    CitusNotInstalled {
+        /// Where the PostgreSQL binaries are.
+        bindir: PathBuf,
+        /// Where `citus.so` was looked for.
+        libdir: PathBuf,
+    },
 }
 
 /// Where the PostgreSQL came from.
@@ -112,6 +128,13 @@ impl DevDatabase {
     /// Creates a fresh database named `name` (dropping any leftover of that
     /// name first) and returns a guard that drops it again.
     ///
+    /// On a Citus coordinator (the `citus` extension in the server's own
+    /// database, with workers in `pg_dist_node`), the database is made on
+    /// every node, since Citus does not propagate `CREATE DATABASE`: on each
+    /// worker and on the coordinator, with the extension in each, and the
+    /// new database's coordinator knows its workers. The guard drops it on
+    /// every node.
+    ///
     /// `name` is 1 to 63 characters of `[a-z0-9_]`: PostgreSQL would
     /// truncate a longer one, and two long names could meet.
     pub fn create_database(&self, name: &str) -> Result<TempDatabase, DevDbError> {
@@ -129,11 +152,17 @@ impl DevDatabase {
         conn.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
             .and_then(|()| conn.batch_execute(&format!("CREATE DATABASE \"{name}\"")))
             .map_err(|e| DevDbError::Database(e.to_string()))?;
-        Ok(TempDatabase {
+        let mut database = TempDatabase {
             admin_url: self.url.clone(),
             url: replace_database(&self.url, name),
             name: name.to_owned(),
-        })
+            workers: Vec::new(),
+        };
+        if let Some(nodes) = citus::nodes(&mut conn)? {
+            // On failure, the guard drops whatever was made so far.
+            citus::spread(&self.url, &nodes, &mut database)?;
+        }
+        Ok(database)
     }
 
     /// Creates a fresh database named `{prefix}_{pid}_{n}`, unique to this
@@ -174,6 +203,8 @@ pub struct TempDatabase {
     admin_url: String,
     url: String,
     name: String,
+    /// Admin URLs of the Citus workers holding a database of this name.
+    workers: Vec<String>,
 }
 
 impl TempDatabase {
@@ -191,12 +222,20 @@ impl TempDatabase {
     pub fn connect(&self) -> Result<PgConnection, DevDbError> {
         PgConnection::establish(&self.url).map_err(|e| DevDbError::Database(e.to_string()))
     }
+
+    /// URLs of this database on each Citus worker (none on plain PostgreSQL).
+    pub fn worker_urls(&self) -> Vec<String> {
+        self.workers.iter().map(|admin| replace_database(admin, &self.name)).collect()
+    }
 }
 
 impl Drop for TempDatabase {
     fn drop(&mut self) {
-        if let Ok(mut conn) = PgConnection::establish(&self.admin_url) {
-            let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name));
+        let drop = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+        for admin in std::iter::once(&self.admin_url).chain(&self.workers) {
+            if let Ok(mut conn) = PgConnection::establish(admin) {
+                let _ = conn.batch_execute(&drop);
+            }
         }
     }
 }
@@ -218,6 +257,22 @@ pub fn replace_database(url: &str, database: &str) -> String {
     }
 }
 
+/// Replaces the host and port of a `postgres://` URL (user, password,
+/// database and parameters are kept).
+pub fn replace_host_port(url: &str, host: &str, port: u16) -> String {
+    let authority_start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[authority_start..];
+    let authority_end = rest.find(['/', '?']).map_or(url.len(), |i| authority_start + i);
+    let authority = &url[authority_start..authority_end];
+    let userinfo = authority.rsplit_once('@').map(|(u, _)| u);
+    format!(
+        "{}{}{host}:{port}{}",
+        &url[..authority_start],
+        userinfo.map(|u| format!("{u}@")).unwrap_or_default(),
+        &url[authority_end..]
+    )
+}
+
 /// A throwaway PostgreSQL cluster in a temporary directory.
 #[derive(Debug)]
 pub struct Cluster {
@@ -225,6 +280,8 @@ pub struct Cluster {
     dir: PathBuf,
     port: u16,
     run_as: Option<(u32, u32)>,
+    /// Server settings beyond the defaults, as `name=value` (`-c` options).
+    settings: Vec<String>,
     /// The watchdog shell, stopped on drop so that nothing outlives the cluster.
     watchdog: Option<u32>,
 }
@@ -232,6 +289,21 @@ pub struct Cluster {
 impl Cluster {
     /// initdb + start on a free loopback port.
     pub fn start() -> Result<Self, DevDbError> {
+        Self::start_with(&[])
+    }
+
+    /// Like [`start`](Self::start), with extra server settings (`name=value`,
+    /// passed as `-c` options after the defaults, so they override them),
+    /// e.g. `shared_preload_libraries=citus`. Values may not contain spaces
+    /// or quotes.
+    pub fn start_with(settings: &[&str]) -> Result<Self, DevDbError> {
+        if let Some(bad) =
+            settings.iter().find(|s| !s.contains('=') || s.contains([' ', '"', '\'', '\\', '\n']))
+        {
+            return Err(DevDbError::Cluster(format!(
+                "server setting {bad:?} must be name=value without spaces or quotes"
+            )));
+        }
         let bindir = find_bindir().ok_or(DevDbError::NoBinaries)?;
         let run_as = if is_root() { Some(postgres_user()?) } else { None };
         static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -247,7 +319,14 @@ impl Cluster {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
                 .map_err(|e| DevDbError::Cluster(format!("chown {}: {e}", dir.display())))?;
         }
-        let mut cluster = Cluster { bindir, dir, port: free_port()?, run_as, watchdog: None };
+        let mut cluster = Cluster {
+            bindir,
+            dir,
+            port: free_port()?,
+            run_as,
+            settings: settings.iter().map(|s| (*s).to_owned()).collect(),
+            watchdog: None,
+        };
         cluster.initdb()?;
         cluster.launch()?;
         Ok(cluster)
@@ -257,7 +336,9 @@ impl Cluster {
         let mut cmd = Command::new(self.bindir.join(program));
         if let Some((uid, gid)) = self.run_as {
             use std::os::unix::process::CommandExt;
-            cmd.uid(uid).gid(gid);
+            // HOME too: libpq inside the server (Citus's connections between
+            // nodes) reads ~/.postgresql, which root's HOME would deny.
+            cmd.uid(uid).gid(gid).env("HOME", &self.dir);
         }
         cmd.current_dir(&self.dir);
         cmd
@@ -289,7 +370,7 @@ impl Cluster {
         let pg_ctl = self.bindir.join("pg_ctl");
         let script = format!(
             r#"
-            "{pg_ctl}" -D "{data}" -l "{dir}/log" -w -t 60 -o "-p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 -c shared_buffers=256MB" start >/dev/null || exit 1
+            "{pg_ctl}" -D "{data}" -l "{dir}/log" -w -t 60 -o "-p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 -c shared_buffers=256MB{extra}" start >/dev/null || exit 1
             (
               while [ -e /proc/{parent} ] && [ -d "{data}" ]; do sleep 0.5; done
               "{pg_ctl}" -D "{data}" -m immediate -w stop >/dev/null 2>&1
@@ -302,12 +383,13 @@ impl Cluster {
             dir = self.dir.display(),
             port = self.port,
             parent = std::process::id(),
+            extra = self.extra_options(),
         );
         let status = {
             let mut cmd = Command::new("sh");
             if let Some((uid, gid)) = self.run_as {
                 use std::os::unix::process::CommandExt;
-                cmd.uid(uid).gid(gid);
+                cmd.uid(uid).gid(gid).env("HOME", &self.dir);
             }
             cmd.arg("-c")
                 .arg(&script)
@@ -323,6 +405,11 @@ impl Cluster {
         }
         self.watchdog = String::from_utf8_lossy(&status.stdout).trim().parse().ok();
         Ok(())
+    }
+
+    /// The extra settings as ` -c name=value` options.
+    fn extra_options(&self) -> String {
+        self.settings.iter().map(|s| format!(" -c {s}")).collect()
     }
 
     /// The port the cluster listens on (127.0.0.1).
@@ -360,9 +447,10 @@ impl Cluster {
             .arg(self.dir.join("log"))
             .arg("-o")
             .arg(format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300{}",
                 self.port,
-                self.dir.display()
+                self.dir.display(),
+                self.extra_options(),
             ))
             .args(["start", "-D"])
             .arg(self.data())
@@ -507,5 +595,12 @@ mod tests {
             replace_database("postgres://u@h/db?sslmode=disable", "x"),
             "postgres://u@h/x?sslmode=disable"
         );
+    }
+
+    #[test]
+    fn replaces_host_and_port_in_urls() {
+        assert_eq!(replace_host_port("postgres://u:p@h:1/db", "w", 7), "postgres://u:p@w:7/db");
+        assert_eq!(replace_host_port("postgres://h/db?x=1", "w", 7), "postgres://w:7/db?x=1");
+        assert_eq!(replace_host_port("postgres://u@h", "w", 7), "postgres://u@w:7");
     }
 }

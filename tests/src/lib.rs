@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![warn(missing_docs)]
 
+pub mod citus;
 pub mod instrumentation;
 pub mod probe;
 pub mod rows;

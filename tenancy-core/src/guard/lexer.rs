@@ -335,6 +335,35 @@ impl<'a> Iterator for Lexer<'a> {
     }
 }
 
+/// The statements of `sql`, split where PostgreSQL ends them (see the
+/// module docs: quotes, dollar quotes, `E''` strings, comments and `BEGIN
+/// ATOMIC` bodies keep their `;`), each without its `;` and trimmed;
+/// stretches of only whitespace and comments are left out.
+/// `standard_conforming_strings` is taken to be on (the default).
+pub(crate) fn statements(sql: &str) -> Vec<&str> {
+    let mut lexer = Lexer::new(sql.as_bytes(), Backslashes::Literal);
+    let mut found = Vec::new();
+    let mut start = 0;
+    let mut has_tokens = false;
+    while let Some(token) = lexer.next() {
+        if token == Token::End {
+            // `at` is just past the `;`, an ASCII byte, so both ends are
+            // character boundaries.
+            if has_tokens {
+                found.push(sql.get(start..lexer.at - 1).unwrap_or_default().trim());
+            }
+            start = lexer.at;
+            has_tokens = false;
+        } else {
+            has_tokens = true;
+        }
+    }
+    if has_tokens {
+        found.push(sql.get(start..).unwrap_or_default().trim());
+    }
+    found
+}
+
 /// A word of the statement as a keyword: unquoted, compared without case.
 pub(crate) fn keyword(token: Option<&Token<'_>>, kw: &str) -> bool {
     matches!(token, Some(Token::Word(w)) if eq_fold(w, kw))

@@ -72,3 +72,71 @@ fn semicolons_inside_parentheses_or_atomic_bodies_do_not_end_statements() {
     // Outside a routine, BEGIN is a statement of its own.
     assert_eq!(tokens("BEGIN; SELECT 1; COMMIT").iter().filter(|t| **t == Token::End).count(), 2);
 }
+
+#[test]
+fn statements_split_at_top_level_semicolons_only() {
+    assert_eq!(
+        statements("CREATE TABLE a (x int); CREATE INDEX ON a (x);"),
+        ["CREATE TABLE a (x int)", "CREATE INDEX ON a (x)"]
+    );
+    assert_eq!(statements("SELECT 1"), ["SELECT 1"]);
+    assert_eq!(statements("  ;; \n ; "), Vec::<&str>::new());
+    assert_eq!(statements(""), Vec::<&str>::new());
+}
+
+#[test]
+fn statements_keep_semicolons_in_strings_and_quoted_names() {
+    assert_eq!(
+        statements("INSERT INTO t VALUES ('a;b'); SELECT 2"),
+        ["INSERT INTO t VALUES ('a;b')", "SELECT 2"]
+    );
+    assert_eq!(statements("SELECT 'it''s; here'; SELECT 3"), ["SELECT 'it''s; here'", "SELECT 3"]);
+    assert_eq!(
+        statements("CREATE TABLE \"x;y\" (a int); SELECT 4"),
+        ["CREATE TABLE \"x;y\" (a int)", "SELECT 4"]
+    );
+    // E'' strings take backslash escapes: \' does not end the string.
+    assert_eq!(statements("SELECT E'a\\'; b'; SELECT 5"), ["SELECT E'a\\'; b'", "SELECT 5"]);
+    // A standard string: the backslash is a character, and '' doubles.
+    assert_eq!(statements("SELECT 'a\\'; SELECT 6"), ["SELECT 'a\\'", "SELECT 6"]);
+}
+
+#[test]
+fn statements_keep_dollar_quoted_bodies_whole() {
+    let function =
+        "CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $fn$ BEGIN PERFORM 1; RETURN 2; END $fn$";
+    assert_eq!(statements(&format!("{function}; SELECT f()")), [function, "SELECT f()"]);
+    let nested = "DO $$ BEGIN EXECUTE $q$SELECT 1; SELECT 2$q$; END $$";
+    assert_eq!(statements(&format!("{nested};SELECT 7;")), [nested, "SELECT 7"]);
+}
+
+#[test]
+fn statements_skip_semicolons_in_comments() {
+    assert_eq!(statements("SELECT 1 -- a; b\nFROM t; SELECT 2"), ["SELECT 1 -- a; b\nFROM t", "SELECT 2"]);
+    // A line comment ends at a carriage return too.
+    assert_eq!(statements("SELECT 1 -- a\r; SELECT 2"), ["SELECT 1 -- a", "SELECT 2"]);
+    assert_eq!(
+        statements("SELECT /* a; /* b; */ c; */ 1; SELECT 2"),
+        ["SELECT /* a; /* b; */ c; */ 1", "SELECT 2"]
+    );
+    assert_eq!(statements("SELECT 1; -- the end; really"), ["SELECT 1"]);
+    assert_eq!(statements("/* only; a comment */"), Vec::<&str>::new());
+}
+
+#[test]
+fn statements_keep_begin_atomic_bodies_whole() {
+    let routine = "CREATE FUNCTION g() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END";
+    assert_eq!(
+        statements(&format!("{routine}; CREATE INDEX i ON t (x)")),
+        [routine, "CREATE INDEX i ON t (x)"]
+    );
+    let procedure = "CREATE OR REPLACE PROCEDURE p() BEGIN ATOMIC INSERT INTO t VALUES (1); END";
+    assert_eq!(statements(&format!("{procedure};SELECT 8")), [procedure, "SELECT 8"]);
+    // A transaction block is not a routine body.
+    assert_eq!(statements("BEGIN; SELECT 1; END"), ["BEGIN", "SELECT 1", "END"]);
+}
+
+#[test]
+fn statements_keep_semicolons_inside_parentheses() {
+    assert_eq!(statements("SELECT (1; 2); SELECT 3"), ["SELECT (1; 2)", "SELECT 3"]);
+}

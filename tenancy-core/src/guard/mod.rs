@@ -27,6 +27,7 @@ pub(crate) use catalog::Catalog;
 pub(crate) use classify::classify;
 pub(crate) use effects::Effects;
 pub(crate) use fast_path::fast_path;
+pub(crate) use lexer::statements;
 
 /// A statement that failed: what it says about the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]

@@ -10,6 +10,8 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
 
+use super::statements::run_one_statement_per_message;
+use crate::citus::needs_reference_table;
 use crate::error::TenancyError;
 use crate::registry::{migrations_table, AppliedMigrations};
 use crate::schema_name::SchemaName;
@@ -91,24 +93,34 @@ pub(crate) fn probe(conn: &mut PgConnection, schema: &SchemaName) -> Result<Prob
 /// savepoint, inside the caller's transaction (whose search path is the
 /// tenant). Stops at the first failure, which is undone and returned in
 /// [`TenantRun::error`]; an `Err` means the transaction itself is unusable.
+/// On Citus (`citus`), each statement of a migration goes in a message of
+/// its own, and a foreign key Citus refuses for want of a reference table
+/// is [`TenancyError::NeedsReferenceTable`].
 pub(crate) fn apply_pending(
     conn: &mut PgConnection,
     schema: &SchemaName,
     plan: &Plan,
     table_exists: bool,
+    citus: bool,
 ) -> Result<TenantRun, TenancyError> {
-    apply_pending_to(conn, &migrations_table(schema), plan, table_exists, |migration, source| {
-        TenancyError::Migration { schema: schema.clone(), migration, source }
+    apply_pending_to(conn, &migrations_table(schema), plan, table_exists, citus, |migration, source| {
+        let schema = schema.clone();
+        match citus.then(|| needs_reference_table(source.as_ref())).flatten() {
+            Some(table) => TenancyError::NeedsReferenceTable { schema, migration, table, source },
+            None => TenancyError::Migration { schema, migration, source },
+        }
     })
 }
 
 /// [`apply_pending`] for the migrations recorded in `table` (qualified and
-/// quoted); `fail` makes the error of a failing migration from its name and cause.
+/// quoted); `fail` makes the error of a failing migration from its name and
+/// cause. `one_per_message`: each statement in a message of its own (Citus).
 pub(crate) fn apply_pending_to(
     conn: &mut PgConnection,
     table: &str,
     plan: &Plan,
     table_exists: bool,
+    one_per_message: bool,
     fail: impl Fn(String, Box<dyn StdError + Send + Sync>) -> TenancyError,
 ) -> Result<TenantRun, TenancyError> {
     let mut applied: BTreeSet<String> = if table_exists {
@@ -126,7 +138,11 @@ pub(crate) fn apply_pending_to(
             continue;
         }
         let step = conn.transaction::<_, Box<dyn StdError + Send + Sync>, _>(|c| {
-            migration.run(c)?;
+            if one_per_message {
+                run_one_statement_per_message(migration.as_ref(), c)?;
+            } else {
+                migration.run(c)?;
+            }
             trusted(c, |c| diesel::sql_query(&insert).bind::<Text, _>(version).execute(c))?;
             Ok(())
         });

@@ -142,9 +142,9 @@ impl Operation for Migrate {
     }
 
     fn visit(&self, tenant: Visit<'_>) -> TenantOutcome {
-        let Visit { registry, plan, schema, .. } = tenant;
+        let Visit { pool, registry, plan, schema, .. } = tenant;
         tenant.run(|conn, probe| {
-            let run = apply_pending(conn, schema, plan, probe.table_exists)?;
+            let run = apply_pending(conn, schema, plan, probe.table_exists, pool.citus().is_some())?;
             let state = if run.error.is_some() { TenantState::Failed } else { TenantState::Ready };
             let message = run.error.as_ref().map(error_chain);
             registry.save(conn, Save::IfChanged, schema, state, &run.after, message.as_deref())?;

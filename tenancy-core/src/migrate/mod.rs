@@ -23,6 +23,7 @@ mod fleet;
 mod report;
 mod revert;
 mod shared;
+mod statements;
 
 pub use fleet::migrate_all;
 pub use report::{

@@ -60,6 +60,7 @@ where
         tracing::info_span!(target: "tenancy", "tenancy.migrate_shared", schema = shared.as_str()).entered();
     let plan = Plan::load(&migrations)?;
     let table = format!("{}.\"__diesel_schema_migrations\"", quote_ident(&shared));
+    let citus = pool.citus().is_some();
     pool.internal_transaction(&shared, |conn| -> Result<_, TenancyError> {
         #[derive(QueryableByName)]
         struct Present {
@@ -71,6 +72,10 @@ where
                 .bind::<Integer, _>(SHARED_LOCK_CLASS)
                 .bind::<Text, _>(&shared)
                 .execute(conn)?;
+            if citus {
+                // The shared schema stays on the coordinator.
+                conn.batch_execute(crate::citus::schema_sharding(false))?;
+            }
             conn.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&shared)))?;
             // After the lock, so a run that waited sees the winner's table.
             diesel::sql_query(format!(
@@ -80,7 +85,7 @@ where
             .load(conn)
         })?;
         let exists = present.first().is_some_and(|p| p.present);
-        let run = apply_pending_to(conn, &table, &plan, exists, |migration, source| {
+        let run = apply_pending_to(conn, &table, &plan, exists, false, |migration, source| {
             TenancyError::SharedMigration { schema: shared.clone(), migration, source }
         })?;
         Ok(match run.error {

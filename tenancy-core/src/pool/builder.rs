@@ -85,6 +85,7 @@ pub struct TenantPoolBuilder {
     always_restore: bool,
     tenant_cache_ttl: Duration,
     drop_notifications: bool,
+    distribute_tenants: bool,
     instrumentation: Option<Hook<InstrumentationFactory>>,
 }
 
@@ -108,6 +109,7 @@ impl Default for TenantPoolBuilder {
             always_restore: false,
             tenant_cache_ttl: Duration::from_secs(60),
             drop_notifications: true,
+            distribute_tenants: true,
             instrumentation: None,
         }
     }
@@ -191,6 +193,17 @@ impl TenantPoolBuilder {
         drop_notifications(bool) => drop_notifications;
     }
 
+    // On Citus.
+    setters! {
+        /// On a Citus coordinator with schema-based sharding (see
+        /// [`crate::citus`]): create each tenant as a distributed schema,
+        /// placed on a worker, whatever the server's or database's
+        /// `citus.enable_schema_based_sharding`. `false` keeps new tenants on
+        /// the coordinator as plain schemas. Ignored on plain PostgreSQL.
+        /// Default: `true`.
+        distribute_tenants(bool) => distribute_tenants;
+    }
+
     /// The schema holding tables shared by all tenants, used by
     /// [`TenantPool::shared`]. Default: `public`.
     pub fn shared_schema(mut self, schema: impl Into<String>) -> Self {
@@ -255,9 +268,10 @@ impl TenantPoolBuilder {
     /// URL or an unreachable server (and to read which built-in functions
     /// the session guard can trust), and builds the pool.
     pub fn build(self, database_url: &str) -> Result<TenantPool, TenancyError> {
-        let layout = self.check()?;
+        let mut layout = self.check()?;
         let mut first = PgConnection::establish(database_url)?;
         let catalog = Arc::new(read_catalog(&mut first)?);
+        layout.set_citus(crate::citus::detect(&mut first, self.distribute_tenants)?);
         static POOL_IDS: AtomicU64 = AtomicU64::new(1);
         let pool_id = POOL_IDS.fetch_add(1, Ordering::Relaxed);
         let listen = self.drop_notifications && self.pooler_mode == PoolerMode::Session;
@@ -300,6 +314,7 @@ impl TenantPoolBuilder {
                 affinity: self.affinity,
                 always_restore: self.always_restore,
                 counters,
+                url: database_url.to_owned(),
             }),
         })
     }

@@ -84,6 +84,8 @@ pub(crate) struct PoolInner {
     affinity: bool,
     always_restore: bool,
     counters: Arc<stats::Counters>,
+    /// The database URL, for the crate's own connections outside the pool.
+    url: String,
 }
 
 impl fmt::Debug for TenantPool {
@@ -118,6 +120,13 @@ impl TenantPool {
     /// The schema of the tenant registry.
     pub fn registry_schema(&self) -> &str {
         self.inner.layout.registry()
+    }
+
+    /// Citus, when the pool's database is a Citus coordinator with
+    /// schema-based sharding (found when the pool was built); `None` on
+    /// plain PostgreSQL. See [`crate::citus`].
+    pub fn citus(&self) -> Option<&crate::citus::Citus> {
+        self.inner.layout.citus()
     }
 
     /// The pooler mode this pool was built with.
@@ -246,6 +255,12 @@ impl TenantPool {
         ending: Ending,
     ) -> Result<TenantConnection, TenancyError> {
         self.begin(Target::Tenant(schema), options, ending)
+    }
+
+    /// A connection of the crate's own, outside the pool (and outside any
+    /// transaction), for operations that must not run in one.
+    pub(crate) fn direct(&self) -> Result<PgConnection, TenancyError> {
+        Ok(<PgConnection as diesel::Connection>::establish(&self.inner.url)?)
     }
 
     /// Checks that `schema` is a tenant this pool serves, as a checkout

@@ -29,6 +29,7 @@ use diesel::sql_types::{Bool, Integer, Nullable, Text};
 pub(crate) use record::{parse_state, AppliedMigrations, Row};
 pub use record::{TenantRecord, TenantState, UnknownTenantState};
 
+use crate::citus::Citus;
 use crate::error::TenancyError;
 use crate::layout::Layout;
 use crate::schema_name::SchemaName;
@@ -65,13 +66,20 @@ pub(crate) enum Save {
 pub(crate) struct Registry {
     name: String,
     table: String,
+    /// On Citus: created with schema sharding off, so that it stays on the coordinator.
+    citus: Option<Citus>,
 }
 
 impl Registry {
     pub(crate) fn new(layout: &Layout) -> Self {
         let name = layout.registry().to_owned();
         let table = format!("{}.\"tenants\"", quote_ident(&name));
-        Self { name, table }
+        Self { name, table, citus: layout.citus().cloned() }
+    }
+
+    /// Citus, when the pool's database is a Citus coordinator.
+    pub(crate) fn citus(&self) -> Option<&Citus> {
+        self.citus.as_ref()
     }
 
     /// The registry table, schema-qualified and quoted.
@@ -141,7 +149,7 @@ impl Registry {
                      COMMENT ON TABLE {table} IS {version}"
                 ),
                 None => format!(
-                    "CREATE SCHEMA IF NOT EXISTS {schema}; \
+                    "{local}CREATE SCHEMA IF NOT EXISTS {schema}; \
                      CREATE TABLE {table} ( \
                          schema_name text PRIMARY KEY, \
                          state text NOT NULL DEFAULT 'provisioning' CONSTRAINT tenants_state_check {STATES}, \
@@ -152,11 +160,24 @@ impl Registry {
                          last_error text); \
                      COMMENT ON TABLE {table} IS {version}",
                     schema = quote_ident(&self.name),
+                    // `SET LOCAL`: the setting ends with the caller's
+                    // transaction, and nothing else in it depends on it.
+                    local = if self.citus.is_some() {
+                        format!("{}; ", crate::citus::schema_sharding(false))
+                    } else {
+                        String::new()
+                    },
                 ),
             };
             conn.batch_execute(&sql)?;
             Ok(())
         })
+    }
+
+    /// [`ensure`](Self::ensure) on a connection outside any transaction (a
+    /// transaction of its own holds the lock).
+    pub(crate) fn ensure_on(&self, conn: &mut PgConnection) -> Result<(), TenancyError> {
+        conn.transaction(|conn| self.ensure(conn))
     }
 
     /// Takes the transaction-scoped advisory lock of one tenant name.

@@ -1,0 +1,1 @@
+CREATE TABLE events (id BIGSERIAL PRIMARY KEY, order_id BIGINT REFERENCES orders (id), kind TEXT);
