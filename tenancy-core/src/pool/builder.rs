@@ -10,7 +10,7 @@ use diesel::connection::Instrumentation;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 
-use super::manager::{InstrumentationFactory, Manager, Opening};
+use super::manager::{InstrumentationFactory, Manager, Opening, Slots};
 use super::roster::Roster;
 use super::stats::Counters;
 use super::{PoolInner, TenantPool};
@@ -171,9 +171,15 @@ impl TenantPoolBuilder {
         /// bounds it. Default: `None` (bounded only by `max_lifetime`).
         max_tenants_per_connection(Option<usize>) => max_tenants_per_connection;
         /// Prefer an idle connection that already serves the requested tenant
-        /// over the most recently returned one. A switch costs a round trip plus
-        /// PostgreSQL re-planning cached statements; with skewed traffic this
-        /// turns most switches into hits. Default: `true`.
+        /// over the most recently returned one, and switch a tenant onto one of
+        /// two connections of its own (its home slots, from a hash of its name)
+        /// when one of them is idle, else onto the idle connection used least
+        /// recently. A switch costs a round trip plus PostgreSQL re-planning
+        /// cached statements, which is cheapest on a backend that has served
+        /// the tenant before: with home slots each backend serves about a
+        /// quarter of the tenants (with 8 connections) and keeps their catalog
+        /// entries warm, instead of every backend loading every tenant's.
+        /// Default: `true`.
         tenant_affinity(bool) => affinity;
         /// How long a proof that a tenant is registered is trusted before it is
         /// proven again (in the same message as the checkout's own statement,
@@ -271,8 +277,10 @@ impl TenantPoolBuilder {
             track_served: self.max_tenants_per_connection.is_some(),
         };
         let counters = Arc::new(Counters::default());
+        let slots = Slots::new(self.max_size);
         let manager = Manager::new(
             database_url.to_owned(),
+            slots.clone(),
             pool_id,
             opening,
             catalog,
@@ -298,6 +306,7 @@ impl TenantPoolBuilder {
                 connection_timeout: self.connection_timeout,
                 max_tenants_per_connection: self.max_tenants_per_connection,
                 affinity: self.affinity,
+                slots,
                 always_restore: self.always_restore,
                 counters,
             }),

@@ -33,6 +33,7 @@ pub(crate) use checkout::Target;
 pub(crate) use connection::Ending;
 pub use connection::{SharedConnection, TenantConnection};
 pub use manager::InstrumentationFactory;
+pub(crate) use manager::Slot;
 pub use options::{IsolationLevel, TransactionBuilder, TransactionOptions};
 pub use stats::PoolState;
 pub(crate) use transaction::run_open;
@@ -82,6 +83,8 @@ pub(crate) struct PoolInner {
     connection_timeout: Duration,
     max_tenants_per_connection: Option<usize>,
     affinity: bool,
+    /// The slot numbers of the pool's connections (tenants' homes).
+    slots: Arc<manager::Slots>,
     always_restore: bool,
     counters: Arc<stats::Counters>,
 }
