@@ -1370,7 +1370,11 @@ fn rotation_svg(points: &[RotationPoint]) -> String {
     let (w, h, left, right, top, bottom) = (720.0, 420.0, 70.0, 200.0, 40.0, 60.0);
     let max_n = points.iter().map(|p| p.0).max().unwrap_or(1).max(10) as f64;
     let max_us = points.iter().map(|p| p.1.max(p.2).max(p.3)).fold(0.0, f64::max);
-    let step = if max_us > 200.0 { 50.0 } else { 20.0 };
+    let step = match max_us {
+        u if u > 500.0 => 100.0,
+        u if u > 200.0 => 50.0,
+        _ => 20.0,
+    };
     let top_us = ((max_us / step).ceil() * step).max(step);
     let x = |n: usize| left + (n as f64).log10() / max_n.log10() * (w - left - right);
     let y = |us: f64| h - bottom - us / top_us * (h - top - bottom);
