@@ -947,6 +947,10 @@ impl Bench<'_> {
             [1, 4, 16, 100, 1_000, 10_000].iter().map(|&n| self.rotating(n)).collect();
         counts.dedup();
         let ours = counts.iter().map(|_| our_pool(url, true, true)).collect::<Result<Vec<_>, _>>()?;
+        let homes = counts.iter().map(|_| our_pool(url, true, true)).collect::<Result<Vec<_>, _>>()?;
+        for pool in &homes {
+            tenancy_core::__private::set_home_slots(pool, true);
+        }
         let mut variants = vec![
             Variant::new(PLAIN_DEFAULTS, 1, plain_lookup(&plain_default)),
             Variant::new(PLAIN_SAME, 1, plain_lookup(&plain_same)),
@@ -965,24 +969,33 @@ impl Bench<'_> {
         }
         let m = measure(self.settings, &variants)?;
         let mut out = m.table("Uniform rotation, one thread, pool of 8", PLAIN_DEFAULTS, PLAIN_SAME);
-        out += "| tenants in rotation | plain µs/req | SET per checkout µs/req | ours µs/req | ours vs plain | ours vs SET per checkout | ours' hit rate | ours' backend memory, 8 backends |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+        out += "| tenants in rotation | plain µs/req | SET per checkout µs/req | ours µs/req | ours vs plain | ours vs SET per checkout | ours' hit rate | ours' backend memory, 8 backends | home slots µs/req | home slots vs SET per checkout | home slots' hit rate | home slots' backend memory |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
         let plain = m.index(PLAIN_SAME);
         let mut points = Vec::new();
-        for (&n, pool) in counts.iter().zip(&ours) {
+        let rate = |pool: &TenantPool| {
+            let state = pool.state();
+            state.hits as f64 / (state.hits + state.switches).max(1) as f64 * 100.0
+        };
+        for ((&n, pool), home) in counts.iter().zip(&ours).zip(&homes) {
             let o = m.index(&format!("tenant(), rotating over {n}"));
+            let h = m.index(&format!("tenant(), home slots, rotating over {n}"));
+            let home_hits = rate(home);
+            let home_memory = tenant_pool_memory(home, tenants)?.map_or(0.0, |b| b as f64 / 1048576.0);
             let naive = m.index(&format!("SET search_path per checkout, rotating over {n}"));
             let state = pool.state();
             let hits = state.hits as f64 / (state.hits + state.switches).max(1) as f64;
             let memory = tenant_pool_memory(pool, tenants)?.map_or(0.0, |b| b as f64 / 1048576.0);
             let _ = writeln!(
                 out,
-                "| {n} | {:.1} | {:.1} | {:.1} | {:.3}× | {:.2}× | {:.1}% | {memory:.1} MiB |",
+                "| {n} | {:.1} | {:.1} | {:.1} | {:.3}× | {:.2}× | {:.1}% | {memory:.1} MiB | {:.1} | {:.2}× | {home_hits:.1}% | {home_memory:.1} MiB |",
                 m.micros(plain),
                 m.micros(naive),
                 m.micros(o),
                 m.ratio(o, plain),
                 m.ratio(o, naive),
-                hits * 100.0
+                hits * 100.0,
+                m.micros(h),
+                m.ratio(h, naive),
             );
             points.push((n, m.micros(plain), m.micros(naive), m.micros(o)));
         }
@@ -1015,6 +1028,9 @@ impl Bench<'_> {
         };
         let (with, with_statements) = counted(true)?;
         let (without, without_statements) = counted(false)?;
+        let (home, home_statements) = counted(true)?;
+        tenancy_core::__private::set_home_slots(&home, true);
+        let home_requests = AtomicU64::new(0);
         let models =
             [ModelPool::new(url, Eviction::HandedOut)?, ModelPool::new(url, Eviction::LeastRecentlyUsed)?];
         let with_requests = AtomicU64::new(0);
@@ -1026,9 +1042,11 @@ impl Bench<'_> {
             HEADER.lines().nth(1).unwrap_or_default(),
         );
         for threads in [1, 4] {
-            for (statements, requests) in
-                [(&with_statements, &with_requests), (&without_statements, &without_requests)]
-            {
+            for (statements, requests) in [
+                (&with_statements, &with_requests),
+                (&without_statements, &without_requests),
+                (&home_statements, &home_requests),
+            ] {
                 statements.0.store(0, Ordering::Relaxed);
                 requests.store(0, Ordering::Relaxed);
             }
@@ -1036,7 +1054,7 @@ impl Bench<'_> {
                 Variant::new(PLAIN_DEFAULTS, threads, plain_lookup(&plain_default)),
                 Variant::new(PLAIN_SAME, threads, plain_lookup(&plain_same)),
                 Variant::new(
-                    "tenant(), affinity on (home slots, the default)",
+                    "tenant(), affinity on (the default: least asked-for evicted)",
                     threads,
                     zipf_lookup(&with, tenants, &zipf, &with_requests),
                 ),
@@ -1049,6 +1067,11 @@ impl Bench<'_> {
                     "tenant(), affinity off",
                     threads,
                     zipf_lookup(&without, tenants, &zipf, &without_requests),
+                ),
+                Variant::new(
+                    "tenant(), affinity on, home slots",
+                    threads,
+                    zipf_lookup(&home, tenants, &zipf, &home_requests),
                 ),
             ];
             let mut variants = variants;
@@ -1080,6 +1103,7 @@ impl Bench<'_> {
             let measured_hits = [
                 hit_rate(&with_statements, &with_requests),
                 hit_rate(&without_statements, &without_requests),
+                hit_rate(&home_statements, &home_requests),
             ];
             let memory = [
                 pool_memory(&plain_default)?,
@@ -1087,6 +1111,7 @@ impl Bench<'_> {
                 tenant_pool_memory(&with, tenants)?,
                 None,
                 tenant_pool_memory(&without, tenants)?,
+                tenant_pool_memory(&home, tenants)?,
                 model_memory(&models[0])?,
                 model_memory(&models[1])?,
             ];
@@ -1094,7 +1119,8 @@ impl Bench<'_> {
                 let hits = match v {
                     2 => measured_hits[0].clone(),
                     4 => measured_hits[1].clone(),
-                    5 | 6 => format!(" {:.1}% |", models[v - 5].hit_rate() * 100.0),
+                    5 => measured_hits[2].clone(),
+                    6 | 7 => format!(" {:.1}% |", models[v - 6].hit_rate() * 100.0),
                     _ => String::from(" - |"),
                 };
                 let versus =

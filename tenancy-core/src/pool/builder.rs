@@ -307,6 +307,8 @@ impl TenantPoolBuilder {
                 max_tenants_per_connection: self.max_tenants_per_connection,
                 affinity: self.affinity,
                 slots,
+                heat: Default::default(),
+                eviction: Default::default(),
                 always_restore: self.always_restore,
                 counters,
             }),

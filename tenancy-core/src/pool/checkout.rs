@@ -172,25 +172,46 @@ impl TenantPool {
         let looks = self.inner.affinity
             && self.inner.pooler_mode == PoolerMode::Session
             && !matches!(target, Target::Internal(_));
+        if let (true, Target::Tenant(schema)) = (looks, target) {
+            self.inner.heat.touch(schema);
+        }
         if !looks || serves(&mut first, target) {
             return Ok(first);
         }
         let mut idle = vec![first];
         while let Some(mut conn) = self.inner.pool.try_get() {
             if serves(&mut conn, target) {
+                give_back(idle);
                 return Ok(conn);
             }
             idle.push(conn);
         }
-        let homes = home_slots(target.name(self), self.inner.slots.count());
-        let chosen = (0..idle.len())
-            .map(|i| {
-                let home = slot_of(&mut idle[i]).is_some_and(|s| homes.contains(&s));
-                (!home, last_used(&mut idle[i]), i)
-            })
-            .min()
-            .map_or(0, |(_, _, i)| i);
-        Ok(idle.swap_remove(chosen))
+        let chosen = if self.inner.eviction.load(std::sync::atomic::Ordering::Relaxed) == 1 {
+            let homes = home_slots(target.name(self), self.inner.slots.count());
+            (0..idle.len())
+                .map(|i| {
+                    let home = slot_of(&mut idle[i]).is_some_and(|s| homes.contains(&s));
+                    (!home, last_used(&mut idle[i]), i)
+                })
+                .min()
+                .map_or(0, |(_, _, i)| i)
+        } else {
+            // The tenant asked for least lately; among equals the most
+            // recently used (`idle` is in r2d2's most-recent-first order).
+            (0..idle.len())
+                .map(|i| {
+                    let heat = session_of(&mut idle[i]).map_or(0, |s| match &s.state.scope {
+                        Scope::Tenant(schema) => self.inner.heat.of(schema),
+                        _ => 0,
+                    });
+                    (heat, i)
+                })
+                .min()
+                .map_or(0, |(_, i)| i)
+        };
+        let conn = idle.remove(chosen);
+        give_back(idle);
+        Ok(conn)
     }
 
     /// Brings `conn` to `target` for `purpose` in at most one message: a
@@ -395,4 +416,12 @@ pub(crate) fn home_slots(schema: &str, slots: usize) -> [usize; 2] {
     let first = hash % n;
     let second = if n == 1 { first } else { (first + 1 + (hash >> 32) % (n - 1)) % n };
     [first as usize, second as usize]
+}
+
+/// Returns connections looked at and not taken, least recent first, so that
+/// r2d2's idle list keeps its most-recently-used order.
+fn give_back(mut idle: Vec<Pooled>) {
+    while let Some(conn) = idle.pop() {
+        drop(conn);
+    }
 }

@@ -14,6 +14,7 @@ mod builder;
 mod check_in;
 mod checkout;
 mod connection;
+mod heat;
 mod manager;
 mod options;
 mod roster;
@@ -85,6 +86,11 @@ pub(crate) struct PoolInner {
     affinity: bool,
     /// The slot numbers of the pool's connections (tenants' homes).
     slots: Arc<manager::Slots>,
+    /// How often each tenant was asked for lately.
+    heat: heat::Heat,
+    /// Which idle connection a switch takes: `0` the least asked-for
+    /// tenant's, `1` one of the tenant's home slots (see `checkout::pick`).
+    pub(crate) eviction: std::sync::atomic::AtomicU8,
     always_restore: bool,
     counters: Arc<stats::Counters>,
 }

@@ -463,10 +463,11 @@ fn all_open(pool: &TenantPool, size: u32) {
 }
 
 #[test]
-fn a_switch_with_the_tenants_homes_busy_evicts_the_least_recently_used_tenant() {
+fn with_home_slots_a_switch_with_the_tenants_homes_busy_evicts_the_least_recently_used_tenant() {
     let schemas = Schemas::create("lru", 3, ITEMS_DDL);
     let [t, a, b] = [&schemas.names[0], &schemas.names[1], &schemas.names[2]];
     let (pool, log) = logged_pool(4);
+    tenancy_core::__private::set_home_slots(&pool, true);
     all_open(&pool, 4);
     // T on both its home connections, A and B on the other two.
     let homes = [pool.tenant(t).unwrap(), pool.tenant(t).unwrap()];
@@ -487,9 +488,10 @@ fn a_switch_with_the_tenants_homes_busy_evicts_the_least_recently_used_tenant() 
 }
 
 #[test]
-fn each_tenant_switches_only_onto_its_two_home_connections() {
+fn with_home_slots_each_tenant_switches_only_onto_its_two_home_connections() {
     let schemas = Schemas::create("homes", 12, ITEMS_DDL);
     let (pool, _log) = logged_pool(4);
+    tenancy_core::__private::set_home_slots(&pool, true);
     all_open(&pool, 4);
     let mut pids: Vec<HashSet<i32>> = vec![HashSet::new(); schemas.names.len()];
     let mut all = HashSet::new();
@@ -511,10 +513,11 @@ fn each_tenant_switches_only_onto_its_two_home_connections() {
 }
 
 #[test]
-fn a_tenant_already_served_off_its_homes_is_a_hit() {
+fn with_home_slots_a_tenant_already_served_off_its_homes_is_a_hit() {
     let schemas = Schemas::create("offhome", 1, ITEMS_DDL);
     let t = schemas.first();
     let (pool, log) = logged_pool(4);
+    tenancy_core::__private::set_home_slots(&pool, true);
     all_open(&pool, 4);
     // Two checkouts take T's homes; a third, with both busy, switches another connection.
     let mut homes = [pool.tenant(t).unwrap(), pool.tenant(t).unwrap()];
@@ -532,4 +535,36 @@ fn a_tenant_already_served_off_its_homes_is_a_hit() {
     let mut conn = pool.tenant(t).unwrap();
     assert!(log.take().is_empty(), "no switch for a tenant an idle connection serves");
     assert_eq!(backend_pid(&mut conn), off_pid);
+}
+
+#[test]
+fn a_hot_tenant_keeps_its_connection_and_cold_ones_share_one() {
+    let schemas = Schemas::create("heat", 11, ITEMS_DDL);
+    let hot = schemas.first();
+    let cold = &schemas.names[1..];
+    let (pool, log) = logged_pool(4);
+    all_open(&pool, 4);
+    let mut conn = pool.tenant(hot).unwrap();
+    let hot_pid = backend_pid(&mut conn);
+    drop(conn);
+    for _ in 0..9 {
+        drop(pool.tenant(hot).unwrap());
+    }
+    let mut cold_pids = Vec::new();
+    for tenant in cold {
+        let mut conn = pool.tenant(tenant).unwrap();
+        assert_eq!(current_schemas(&mut conn), vec![tenant.to_string()]);
+        cold_pids.push(backend_pid(&mut conn));
+        drop(conn);
+        log.take();
+        // The hot tenant is never the one evicted.
+        let mut conn = pool.tenant(hot).unwrap();
+        assert!(log.take().is_empty(), "{hot} kept its connection");
+        assert_eq!(backend_pid(&mut conn), hot_pid);
+    }
+    // Once the connections that served no one are used, cold tenants share
+    // the most recently used of the least asked-for.
+    let settled: HashSet<i32> = cold_pids[3..].iter().copied().collect();
+    assert_eq!(settled.len(), 1, "cold tenants after the first three: {cold_pids:?}");
+    assert!(!settled.contains(&hot_pid));
 }
