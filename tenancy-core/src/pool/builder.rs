@@ -171,15 +171,15 @@ impl TenantPoolBuilder {
         /// bounds it. Default: `None` (bounded only by `max_lifetime`).
         max_tenants_per_connection(Option<usize>) => max_tenants_per_connection;
         /// Prefer an idle connection that already serves the requested tenant
-        /// over the most recently returned one, and switch a tenant onto one of
-        /// two connections of its own (its home slots, from a hash of its name)
-        /// when one of them is idle, else onto the idle connection used least
-        /// recently. A switch costs a round trip plus PostgreSQL re-planning
-        /// cached statements, which is cheapest on a backend that has served
-        /// the tenant before: with home slots each backend serves about a
-        /// quarter of the tenants (with 8 connections) and keeps their catalog
-        /// entries warm, instead of every backend loading every tenant's.
-        /// Default: `true`.
+        /// over the most recently returned one, and on a switch take the idle
+        /// connection whose tenant was asked for least lately (counts halved
+        /// every 8,192 checkouts), the most recently used among equals. Hot
+        /// tenants thus keep connections of their own, and the rest share the
+        /// connection that serves whatever is cold, whose backend stays busy
+        /// and warm. A switch costs a round trip plus PostgreSQL re-planning
+        /// cached statements; with skewed traffic this turns the hot tenants'
+        /// switches into hits. That shared connection serves many tenants:
+        /// `max_tenants_per_connection` bounds its memory. Default: `true`.
         tenant_affinity(bool) => affinity;
         /// How long a proof that a tenant is registered is trusted before it is
         /// proven again (in the same message as the checkout's own statement,

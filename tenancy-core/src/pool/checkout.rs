@@ -162,11 +162,13 @@ impl TenantPool {
     }
 
     /// The connection r2d2 hands out if it already serves `target`, else
-    /// (with affinity on) an idle one that does, else the idle one of the
-    /// tenant's two home slots used least recently, else the idle connection
-    /// used least recently. Routing a tenant's switches to its home slots
-    /// keeps each backend serving a fraction of the tenants, whose catalog
-    /// entries it keeps warm. Connections looked at and not taken go back at once.
+    /// (with affinity on) an idle one that does, else the idle connection
+    /// whose tenant was asked for least lately, the most recently used among
+    /// equals: hot tenants keep their connections, cold ones share the one
+    /// switched last, whose backend stays warm. (With home slots, a setting
+    /// for the benchmarks, the idle one of the tenant's two home slots used
+    /// least recently, else the idle connection used least recently.)
+    /// Connections looked at and not taken go back at once, in their order.
     fn pick(&self, target: &Target<'_>) -> Result<Pooled, TenancyError> {
         let mut first = self.wait_for_connection()?;
         let looks = self.inner.affinity
