@@ -139,3 +139,10 @@ pub fn session_guard_classify(sql: &str) -> Result<(), String> {
         Err(format!("{effects:?}"))
     }
 }
+
+/// Which idle connection a switch takes, for the benchmarks: `home` the
+/// tenant's home slots first (else the least recently used), otherwise the
+/// one whose tenant is asked for least (the default).
+pub fn set_home_slots(pool: &crate::TenantPool, home: bool) {
+    pool.inner.eviction.store(u8::from(home), std::sync::atomic::Ordering::Relaxed);
+}

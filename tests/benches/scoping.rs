@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench -p tenancy-tests --bench scoping              # full run (minutes)
 //! cargo bench -p tenancy-tests --bench scoping -- --quick   # CI smoke run (seconds)
+//! cargo bench -p tenancy-tests --bench scoping -- --only zipf --long   # steady state (minutes)
 //! ```
 //!
 //! Every variant of a group runs once per round, interleaved with the other
@@ -57,6 +58,8 @@ const ZIPF_S: f64 = 1.0;
 
 struct Settings {
     quick: bool,
+    /// `--long`: long steady-state rounds (minutes per group).
+    long: bool,
     /// `--only GROUP`: run one group of scenarios (for profiling).
     only: Option<String>,
     sample: Duration,
@@ -70,19 +73,32 @@ impl Settings {
         // `cargo bench` passes `--bench`; only `--quick` means anything here.
         let args: Vec<String> = std::env::args().collect();
         let quick = args.iter().any(|a| a == "--quick");
+        let long = args.iter().any(|a| a == "--long");
         let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
         if quick {
             Settings {
                 quick,
+                long: false,
                 only,
                 sample: Duration::from_millis(100),
                 warmup: Duration::from_millis(100),
                 rounds: 3,
                 tenants: 1_000,
             }
+        } else if long {
+            Settings {
+                quick,
+                long,
+                only,
+                sample: Duration::from_secs(5),
+                warmup: Duration::from_secs(10),
+                rounds: 4,
+                tenants: 10_000,
+            }
         } else {
             Settings {
                 quick,
+                long,
                 only,
                 sample: Duration::from_millis(250),
                 warmup: Duration::from_millis(1000),
@@ -103,7 +119,7 @@ fn main() -> Result<(), BoxError> {
     println!("setup: {} tenant schemas in {:.1} s\n", tenants.len(), started.elapsed().as_secs_f64());
 
     let bench = Bench { settings: &settings, url: &url, tenants: &tenants };
-    let groups: [(&str, Group<_>); 7] = [
+    let groups: [(&str, Group<_>); 8] = [
         ("point", Bench::point_lookups),
         ("switch", Bench::switch_statements),
         ("transaction", Bench::transactions),
@@ -111,14 +127,14 @@ fn main() -> Result<(), BoxError> {
         ("concurrency", Bench::concurrency),
         ("cpu", Bench::client_cpu),
         ("zipf", Bench::zipf),
+        ("rotation", Bench::rotation),
     ];
-    let mut report = String::new();
+    // Each group's tables as soon as it is done.
     for (name, group) in groups {
-        if settings.only.as_deref().is_none_or(|only| only == name) {
-            report += &group(&bench)?;
+        if settings.only.as_deref().is_none_or(|only| only.split(',').any(|o| o == name)) {
+            println!("{}", group(&bench)?);
         }
     }
-    println!("{report}");
     println!("total: {:.1} s", started.elapsed().as_secs_f64());
     drop(db);
     Ok(())
@@ -190,7 +206,13 @@ fn environment(url: &str, settings: &Settings) -> Result<String, BoxError> {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     Ok(format!(
         "mode: {}; {} rounds of {} ms per variant\nmachine: {cpus} CPUs ({cpu}), {mem_gib:.0} GiB; load average at start: {}\nserver: {}",
-        if settings.quick { "quick" } else { "full" },
+        if settings.quick {
+            "quick"
+        } else if settings.long {
+            "long"
+        } else {
+            "full"
+        },
         settings.rounds,
         settings.sample.as_millis(),
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
@@ -914,6 +936,67 @@ impl Bench<'_> {
         Ok(out)
     }
 
+    /// Uniform rotation over 1 to 10,000 tenants: plain diesel, SET on every
+    /// checkout and ours, µs per request; writes the plot (full runs).
+    fn rotation(&self) -> Result<String, BoxError> {
+        let (url, tenants) = (self.url, self.tenants);
+        let plain_default = plain_pool(url, true)?;
+        let plain_same = plain_pool(url, false)?;
+        let mut counts: Vec<usize> =
+            [1, 4, 16, 100, 1_000, 10_000].iter().map(|&n| self.rotating(n)).collect();
+        counts.dedup();
+        let mut out = String::from(
+            "### Uniform rotation, one thread, pool of 8 (each row measured in rounds of its own, fresh pools)\n\n\
+             | tenants in rotation | plain µs/req | SET per checkout µs/req | ours µs/req | ours vs plain | IQR | ours vs SET per checkout | ours' hit rate | ours' backend memory, 8 backends | home slots µs/req | home slots vs SET per checkout | home slots' hit rate | home slots' backend memory |\n\
+             |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        let rate = |pool: &TenantPool| {
+            let state = pool.state();
+            state.hits as f64 / (state.hits + state.switches).max(1) as f64 * 100.0
+        };
+        let mib = |b: Option<i64>| b.map_or(0.0, |b| b as f64 / 1048576.0);
+        let mut points = Vec::new();
+        for &n in &counts {
+            // Pools of their own per row: fewer connections open at once.
+            let ours = our_pool(url, true, true)?;
+            let home = our_pool(url, true, true)?;
+            tenancy_core::__private::set_home_slots(&home, true);
+            let variants = vec![
+                Variant::new(PLAIN_DEFAULTS, 1, plain_lookup(&plain_default)),
+                Variant::new(PLAIN_SAME, 1, plain_lookup(&plain_same)),
+                Variant::new("ours", 1, tenant_lookup(&ours, tenants, n)),
+                Variant::new("naive", 1, naive_lookup(&plain_same, tenants, n)),
+                Variant::new("home", 1, tenant_lookup(&home, tenants, n)),
+            ];
+            let m = measure(self.settings, &variants)?;
+            let (plain, o, naive, h) =
+                (m.index(PLAIN_SAME), m.index("ours"), m.index("naive"), m.index("home"));
+            let (hits, home_hits) = (rate(&ours), rate(&home));
+            let memory = mib(tenant_pool_memory(&ours, tenants)?);
+            let home_memory = mib(tenant_pool_memory(&home, tenants)?);
+            let (q1, q3) = m.ratio_iqr(o, plain);
+            let _ = writeln!(
+                out,
+                "| {n} | {:.1} | {:.1} | {:.1} | {:.3}× | {q1:.3}–{q3:.3} | {:.2}× | {hits:.1}% | {memory:.1} MiB | {:.1} | {:.2}× | {home_hits:.1}% | {home_memory:.1} MiB |",
+                m.micros(plain),
+                m.micros(naive),
+                m.micros(o),
+                m.ratio(o, plain),
+                m.ratio(o, naive),
+                m.micros(h),
+                m.ratio(h, naive),
+            );
+            points.push((n, m.micros(plain), m.micros(naive), m.micros(o)));
+        }
+        if !self.settings.quick {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../BENCHMARKS-rotation.svg");
+            std::fs::write(path, rotation_svg(&points))?;
+            let _ = writeln!(out, "\n- plot written to BENCHMARKS-rotation.svg");
+        }
+        out.push('\n');
+        Ok(out)
+    }
+
     /// Zipf-skewed traffic over all tenants, pool of 8: hit rate and ratio,
     /// with and without tenant affinity.
     fn zipf(&self) -> Result<String, BoxError> {
@@ -934,20 +1017,25 @@ impl Bench<'_> {
         };
         let (with, with_statements) = counted(true)?;
         let (without, without_statements) = counted(false)?;
+        let (home, home_statements) = counted(true)?;
+        tenancy_core::__private::set_home_slots(&home, true);
+        let home_requests = AtomicU64::new(0);
         let models =
             [ModelPool::new(url, Eviction::HandedOut)?, ModelPool::new(url, Eviction::LeastRecentlyUsed)?];
         let with_requests = AtomicU64::new(0);
         let without_requests = AtomicU64::new(0);
         let mut out = format!(
-            "### Zipf traffic (s = {ZIPF_S}) over {} tenants, pool of 8\n\n{} hit rate |\n{}---:|\n",
+            "### Zipf traffic (s = {ZIPF_S}) over {} tenants, pool of 8\n\n{} hit rate | vs SET per checkout | backend memory, 8 backends |\n{}---:|---:|---:|\n",
             tenants.len(),
             HEADER.lines().next().unwrap_or_default(),
             HEADER.lines().nth(1).unwrap_or_default(),
         );
         for threads in [1, 4] {
-            for (statements, requests) in
-                [(&with_statements, &with_requests), (&without_statements, &without_requests)]
-            {
+            for (statements, requests) in [
+                (&with_statements, &with_requests),
+                (&without_statements, &without_requests),
+                (&home_statements, &home_requests),
+            ] {
                 statements.0.store(0, Ordering::Relaxed);
                 requests.store(0, Ordering::Relaxed);
             }
@@ -955,7 +1043,7 @@ impl Bench<'_> {
                 Variant::new(PLAIN_DEFAULTS, threads, plain_lookup(&plain_default)),
                 Variant::new(PLAIN_SAME, threads, plain_lookup(&plain_same)),
                 Variant::new(
-                    "tenant(), affinity on",
+                    "tenant(), affinity on (the default: least asked-for evicted)",
                     threads,
                     zipf_lookup(&with, tenants, &zipf, &with_requests),
                 ),
@@ -968,6 +1056,11 @@ impl Bench<'_> {
                     "tenant(), affinity off",
                     threads,
                     zipf_lookup(&without, tenants, &zipf, &without_requests),
+                ),
+                Variant::new(
+                    "tenant(), affinity on, home slots",
+                    threads,
+                    zipf_lookup(&home, tenants, &zipf, &home_requests),
                 ),
             ];
             let mut variants = variants;
@@ -994,13 +1087,48 @@ impl Bench<'_> {
                 let switches = statements.0.load(Ordering::Relaxed) as f64 - r;
                 format!(" {:.1}% |", (1.0 - switches / r) * 100.0)
             };
-            out += &m.rows(PLAIN_DEFAULTS, PLAIN_SAME, |v| match v {
-                2 => Some(hit_rate(&with_statements, &with_requests)),
-                4 => Some(hit_rate(&without_statements, &without_requests)),
-                5 | 6 => Some(format!(" {:.1}% |", models[v - 5].hit_rate() * 100.0)),
-                _ => Some(String::from(" - |")),
+            let naive = m.index("SET search_path per checkout");
+            // Before the memory queries, which send statements of their own.
+            let measured_hits = [
+                hit_rate(&with_statements, &with_requests),
+                hit_rate(&without_statements, &without_requests),
+                hit_rate(&home_statements, &home_requests),
+            ];
+            let memory = [
+                pool_memory(&plain_default)?,
+                pool_memory(&plain_same)?,
+                tenant_pool_memory(&with, tenants)?,
+                None,
+                tenant_pool_memory(&without, tenants)?,
+                tenant_pool_memory(&home, tenants)?,
+                model_memory(&models[0])?,
+                model_memory(&models[1])?,
+            ];
+            out += &m.rows(PLAIN_DEFAULTS, PLAIN_SAME, |v| {
+                let hits = match v {
+                    2 => measured_hits[0].clone(),
+                    4 => measured_hits[1].clone(),
+                    5 => measured_hits[2].clone(),
+                    6 | 7 => format!(" {:.1}% |", models[v - 6].hit_rate() * 100.0),
+                    _ => String::from(" - |"),
+                };
+                let versus =
+                    if v >= 2 { format!(" {:.2}× |", m.ratio(v, naive)) } else { String::from(" - |") };
+                let mib = memory[v]
+                    .map_or_else(|| String::from(" - |"), |b| format!(" {:.1} MiB |", b as f64 / 1048576.0));
+                Some(format!("{hits}{versus}{mib}"))
             });
         }
+        let trace: Vec<usize> = {
+            let mut rng = rng_of_thread(0);
+            (0..1_000_000).map(|_| zipf.sample(&mut rng)).collect()
+        };
+        let _ = writeln!(
+            out,
+            "\n- offline optimum (Belady's MIN: on a miss, switch the connection whose tenant is asked for again last), same Zipf traffic, 8 connections, 1,000,000 requests: **{:.1}%** hits; least recently used over the same trace: {:.1}%",
+            belady_hit_rate(&trace, POOL_SIZE as usize) * 100.0,
+            lru_hit_rate(&trace, POOL_SIZE as usize) * 100.0,
+        );
         out.push('\n');
         Ok(out)
     }
@@ -1161,4 +1289,177 @@ impl ModelPool {
         self.idle.lock().map_err(|_| "model pool poisoned")?.push(c);
         result
     }
+}
+
+/// The hit rate of Belady's MIN (the offline optimum without bypass: every
+/// request is served from the cache, and a miss replaces the entry asked for
+/// again last) over `trace` with `slots` entries.
+fn belady_hit_rate(trace: &[usize], slots: usize) -> f64 {
+    let mut next = vec![usize::MAX; trace.len()];
+    let mut seen = std::collections::HashMap::new();
+    for i in (0..trace.len()).rev() {
+        next[i] = seen.insert(trace[i], i).unwrap_or(usize::MAX);
+    }
+    // (tenant, index of its next request)
+    let mut cache: Vec<(usize, usize)> = Vec::with_capacity(slots);
+    let mut hits = 0u64;
+    for (i, &t) in trace.iter().enumerate() {
+        if let Some(entry) = cache.iter_mut().find(|e| e.0 == t) {
+            hits += 1;
+            entry.1 = next[i];
+        } else if cache.len() < slots {
+            cache.push((t, next[i]));
+        } else if let Some(farthest) = cache.iter_mut().max_by_key(|e| e.1) {
+            *farthest = (t, next[i]);
+        }
+    }
+    hits as f64 / trace.len() as f64
+}
+
+/// The hit rate of least-recently-used replacement over `trace` with `slots` entries.
+fn lru_hit_rate(trace: &[usize], slots: usize) -> f64 {
+    let mut cache: Vec<(usize, usize)> = Vec::with_capacity(slots);
+    let mut hits = 0u64;
+    for (i, &t) in trace.iter().enumerate() {
+        if let Some(entry) = cache.iter_mut().find(|e| e.0 == t) {
+            hits += 1;
+            entry.1 = i;
+        } else if cache.len() < slots {
+            cache.push((t, i));
+        } else if let Some(oldest) = cache.iter_mut().min_by_key(|e| e.1) {
+            *oldest = (t, i);
+        }
+    }
+    hits as f64 / trace.len() as f64
+}
+
+/// Bytes in the server's memory contexts of one backend.
+fn backend_memory(conn: &mut PgConnection) -> Result<i64, BoxError> {
+    #[derive(QueryableByName)]
+    struct Bytes {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        bytes: i64,
+    }
+    let b: Bytes =
+        diesel::sql_query("SELECT sum(total_bytes)::bigint AS bytes FROM pg_backend_memory_contexts")
+            .get_result(conn)?;
+    Ok(b.bytes)
+}
+
+/// Memory of all the plain pool's backends (every connection checked out at once).
+fn pool_memory(pool: &PlainPool) -> Result<Option<i64>, BoxError> {
+    let mut held = (0..POOL_SIZE).map(|_| pool.get()).collect::<Result<Vec<_>, _>>()?;
+    let mut total = 0;
+    for conn in &mut held {
+        total += backend_memory(conn)?;
+    }
+    Ok(Some(total))
+}
+
+/// Memory of all the tenant pool's backends (every connection checked out at once).
+fn tenant_pool_memory(pool: &TenantPool, tenants: &[SchemaName]) -> Result<Option<i64>, BoxError> {
+    let mut held = (0..POOL_SIZE as usize)
+        .map(|i| pool.tenant(&tenants[i % tenants.len()]))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut total = 0;
+    for conn in &mut held {
+        total += backend_memory(conn)?;
+    }
+    Ok(Some(total))
+}
+
+fn model_memory(model: &ModelPool) -> Result<Option<i64>, BoxError> {
+    let mut idle = model.idle.lock().map_err(|_| "model pool poisoned")?;
+    let mut total = 0;
+    for c in idle.iter_mut() {
+        total += backend_memory(&mut c.conn)?;
+    }
+    Ok(Some(total))
+}
+
+/// Tenants in rotation; µs per request of plain diesel, SET per checkout and ours.
+type RotationPoint = (usize, f64, f64, f64);
+
+/// µs per request against tenants in rotation (log scale), as an SVG plot.
+fn rotation_svg(points: &[RotationPoint]) -> String {
+    let (w, h, left, right, top, bottom) = (720.0, 420.0, 70.0, 200.0, 40.0, 60.0);
+    let max_n = points.iter().map(|p| p.0).max().unwrap_or(1).max(10) as f64;
+    let max_us = points.iter().map(|p| p.1.max(p.2).max(p.3)).fold(0.0, f64::max);
+    let step = match max_us {
+        u if u > 500.0 => 100.0,
+        u if u > 200.0 => 50.0,
+        _ => 20.0,
+    };
+    let top_us = ((max_us / step).ceil() * step).max(step);
+    let x = |n: usize| left + (n as f64).log10() / max_n.log10() * (w - left - right);
+    let y = |us: f64| h - bottom - us / top_us * (h - top - bottom);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">Point lookup, one thread, pool of 8: µs per request against tenants in rotation</text>\n",
+        w / 2.0
+    );
+    let mut us = 0.0;
+    while us <= top_us + 1e-9 {
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{left}\" x2=\"{}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{us:.0}</text>",
+            w - right,
+            left - 6.0,
+            y(us) + 4.0,
+            yy = y(us)
+        );
+        us += step;
+    }
+    for &(n, ..) in points {
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{xx:.1}\" x2=\"{xx:.1}\" y1=\"{top}\" y2=\"{}\" stroke=\"#eee\"/><text x=\"{xx:.1}\" y=\"{}\" text-anchor=\"middle\">{n}</text>",
+            h - bottom,
+            h - bottom + 18.0,
+            xx = x(n)
+        );
+    }
+    let _ = writeln!(
+        svg,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">tenants in rotation (log scale)</text>\n<text x=\"18\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 18 {})\">µs per request</text>",
+        left + (w - left - right) / 2.0,
+        h - 18.0,
+        top + (h - top - bottom) / 2.0,
+        top + (h - top - bottom) / 2.0
+    );
+    let series = [
+        ("plain diesel (no tenants)", "#888888"),
+        ("SET search_path per checkout", "#d62728"),
+        ("TenantPool", "#1f77b4"),
+    ];
+    let value = |p: &RotationPoint, k: usize| [p.1, p.2, p.3][k];
+    for (k, (name, colour)) in series.iter().enumerate() {
+        let line: Vec<String> =
+            points.iter().map(|p| format!("{:.1},{:.1}", x(p.0), y(value(p, k)))).collect();
+        let _ = writeln!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>",
+            line.join(" ")
+        );
+        for p in points {
+            let _ = writeln!(
+                svg,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"{colour}\"/>",
+                x(p.0),
+                y(value(p, k))
+            );
+        }
+        let ly = top + 20.0 + 22.0 * k as f64;
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{colour}\" stroke-width=\"2\"/><text x=\"{}\" y=\"{}\">{name}</text>",
+            w - right + 12.0,
+            w - right + 36.0,
+            w - right + 42.0,
+            ly + 4.0
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
 }

@@ -163,25 +163,57 @@ impl TenantPool {
 
     /// The connection r2d2 hands out if it already serves `target`, else
     /// (with affinity on) an idle one that does, else the idle connection
-    /// used least recently, whose tenant is the least likely to be asked
-    /// for again. Connections looked at and not taken go back at once.
+    /// whose tenant was asked for least lately, the most recently used among
+    /// equals: hot tenants keep their connections, cold ones share the one
+    /// switched last, whose backend stays warm. (With home slots, a setting
+    /// for the benchmarks, the idle one of the tenant's two home slots used
+    /// least recently, else the idle connection used least recently.)
+    /// Connections looked at and not taken go back at once, in their order.
     fn pick(&self, target: &Target<'_>) -> Result<Pooled, TenancyError> {
         let mut first = self.wait_for_connection()?;
         let looks = self.inner.affinity
             && self.inner.pooler_mode == PoolerMode::Session
             && !matches!(target, Target::Internal(_));
+        if let (true, Target::Tenant(schema)) = (looks, target) {
+            self.inner.heat.touch(schema);
+        }
         if !looks || serves(&mut first, target) {
             return Ok(first);
         }
         let mut idle = vec![first];
         while let Some(mut conn) = self.inner.pool.try_get() {
             if serves(&mut conn, target) {
+                give_back(idle);
                 return Ok(conn);
             }
             idle.push(conn);
         }
-        let oldest = (0..idle.len()).min_by_key(|&i| last_used(&mut idle[i])).unwrap_or(0);
-        Ok(idle.swap_remove(oldest))
+        let chosen = if self.inner.eviction.load(std::sync::atomic::Ordering::Relaxed) == 1 {
+            let homes = home_slots(target.name(self), self.inner.slots.count());
+            (0..idle.len())
+                .map(|i| {
+                    let home = slot_of(&mut idle[i]).is_some_and(|s| homes.contains(&s));
+                    (!home, last_used(&mut idle[i]), i)
+                })
+                .min()
+                .map_or(0, |(_, _, i)| i)
+        } else {
+            // The tenant asked for least lately; among equals the most
+            // recently used (`idle` is in r2d2's most-recent-first order).
+            (0..idle.len())
+                .map(|i| {
+                    let heat = session_of(&mut idle[i]).map_or(0, |s| match &s.state.scope {
+                        Scope::Tenant(schema) => self.inner.heat.of(schema),
+                        _ => 0,
+                    });
+                    (heat, i)
+                })
+                .min()
+                .map_or(0, |(_, i)| i)
+        };
+        let conn = idle.remove(chosen);
+        give_back(idle);
+        Ok(conn)
     }
 
     /// Brings `conn` to `target` for `purpose` in at most one message: a
@@ -369,4 +401,29 @@ fn serves(conn: &mut Pooled, target: &Target<'_>) -> bool {
 
 fn last_used(conn: &mut Pooled) -> Instant {
     session_of(conn).map_or_else(Instant::now, |s| s.state.last_used)
+}
+
+fn slot_of(conn: &mut Pooled) -> Option<usize> {
+    session_of(conn).and_then(|s| s.state.slot.as_ref().map(|slot| slot.index))
+}
+
+/// The two slots (one when there is a single slot) a tenant's switches go
+/// to first: drawn from a hash of its schema name, the same in every process.
+pub(crate) fn home_slots(schema: &str, slots: usize) -> [usize; 2] {
+    // FNV-1a: stable across builds and processes, unlike `DefaultHasher`.
+    let hash = schema
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let n = slots.max(1) as u64;
+    let first = hash % n;
+    let second = if n == 1 { first } else { (first + 1 + (hash >> 32) % (n - 1)) % n };
+    [first as usize, second as usize]
+}
+
+/// Returns connections looked at and not taken, least recent first, so that
+/// r2d2's idle list keeps its most-recently-used order.
+fn give_back(mut idle: Vec<Pooled>) {
+    while let Some(conn) = idle.pop() {
+        drop(conn);
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use diesel::connection::{CacheSize, Instrumentation, SimpleConnection};
@@ -29,8 +29,54 @@ pub(crate) fn retire(conn: &mut Pooled) {
     }
 }
 
+/// The slot numbers `0..max_size` of a pool's connections: each connection
+/// holds one for its life, and a connection opened to replace another takes
+/// the number it left. Tenants are routed to connections by slot number, so
+/// the routing outlives any one connection.
+#[derive(Debug)]
+pub(crate) struct Slots {
+    taken: Mutex<Vec<bool>>,
+}
+
+impl Slots {
+    pub(crate) fn new(count: u32) -> Arc<Self> {
+        Arc::new(Self { taken: Mutex::new(vec![false; count as usize]) })
+    }
+
+    /// How many slots there are.
+    pub(crate) fn count(&self) -> usize {
+        self.taken.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// The lowest free slot, if any (a connection opened before the one it
+    /// replaces is dropped gets none, and is no tenant's home).
+    fn take(self: &Arc<Self>) -> Option<Slot> {
+        let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
+        let index = taken.iter().position(|t| !t)?;
+        taken[index] = true;
+        Some(Slot { index, slots: self.clone() })
+    }
+}
+
+/// A connection's slot number, given back when the connection is dropped.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) index: usize,
+    slots: Arc<Slots>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut taken = self.slots.taken.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = taken.get_mut(self.index) {
+            *t = false;
+        }
+    }
+}
+
 pub(crate) struct Manager {
     url: String,
+    slots: Arc<Slots>,
     pool_id: u64,
     /// Keep diesel's prepared-statement cache.
     statement_cache: bool,
@@ -53,6 +99,7 @@ pub(crate) struct Opening {
 impl Manager {
     pub(crate) fn new(
         url: String,
+        slots: Arc<Slots>,
         pool_id: u64,
         opening: Opening,
         catalog: Arc<Catalog>,
@@ -62,6 +109,7 @@ impl Manager {
         let Opening { statement_cache, session_guard, track_served } = opening;
         Self {
             url,
+            slots,
             pool_id,
             statement_cache,
             session_guard,
@@ -97,6 +145,7 @@ impl r2d2::ManageConnection for Manager {
             state: ConnState {
                 id: CONNECTION_IDS.fetch_add(1, Ordering::Relaxed),
                 pool: self.pool_id,
+                slot: self.slots.take(),
                 scope: Scope::Unknown,
                 epoch: 0,
                 proven_at: now,

@@ -14,6 +14,7 @@ mod builder;
 mod check_in;
 mod checkout;
 mod connection;
+mod heat;
 mod manager;
 mod options;
 mod roster;
@@ -33,6 +34,7 @@ pub(crate) use checkout::Target;
 pub(crate) use connection::Ending;
 pub use connection::{SharedConnection, TenantConnection};
 pub use manager::InstrumentationFactory;
+pub(crate) use manager::Slot;
 pub use options::{IsolationLevel, TransactionBuilder, TransactionOptions};
 pub use stats::PoolState;
 pub(crate) use transaction::run_open;
@@ -82,6 +84,13 @@ pub(crate) struct PoolInner {
     connection_timeout: Duration,
     max_tenants_per_connection: Option<usize>,
     affinity: bool,
+    /// The slot numbers of the pool's connections (tenants' homes).
+    slots: Arc<manager::Slots>,
+    /// How often each tenant was asked for lately.
+    heat: heat::Heat,
+    /// Which idle connection a switch takes: `0` the least asked-for
+    /// tenant's, `1` one of the tenant's home slots (see `checkout::pick`).
+    pub(crate) eviction: std::sync::atomic::AtomicU8,
     always_restore: bool,
     counters: Arc<stats::Counters>,
     /// The database URL, for the crate's own connections outside the pool.

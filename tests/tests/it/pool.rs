@@ -453,24 +453,118 @@ fn affinity_hands_out_the_connection_already_serving_the_tenant() {
     assert_eq!(log.take(), vec![String::from("BEGIN"), String::from("COMMIT")]);
 }
 
+/// Waits until the pool has opened all its `size` connections.
+fn all_open(pool: &TenantPool, size: u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while pool.state().idle_connections < size {
+        assert!(std::time::Instant::now() < deadline, "the pool did not open its connections");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
-fn a_switch_evicts_the_least_recently_used_tenant() {
-    let schemas = Schemas::create("lru", 4, ITEMS_DDL);
-    let [a, b, c, d] = [&schemas.names[0], &schemas.names[1], &schemas.names[2], &schemas.names[3]];
-    let (pool, log) = logged_pool(3);
-    let held: Vec<_> = [a, b, c].iter().map(|t| pool.tenant(t).unwrap()).collect();
-    // Returned oldest first: A is the least recently used, C the most.
-    for conn in held {
-        drop(conn);
-        std::thread::sleep(Duration::from_millis(2));
-    }
+fn with_home_slots_a_switch_with_the_tenants_homes_busy_evicts_the_least_recently_used_tenant() {
+    let schemas = Schemas::create("lru", 3, ITEMS_DDL);
+    let [t, a, b] = [&schemas.names[0], &schemas.names[1], &schemas.names[2]];
+    let (pool, log) = logged_pool(4);
+    tenancy_core::__private::set_home_slots(&pool, true);
+    all_open(&pool, 4);
+    // T on both its home connections, A and B on the other two.
+    let homes = [pool.tenant(t).unwrap(), pool.tenant(t).unwrap()];
+    let (mut ca, cb) = (pool.tenant(a).unwrap(), pool.tenant(b).unwrap());
+    let a_pid = backend_pid(&mut ca);
+    // Returned oldest first: A is the least recently used.
+    drop(ca);
+    std::thread::sleep(Duration::from_millis(2));
+    drop(cb);
     log.take();
-    drop(pool.tenant(d).unwrap());
-    assert_eq!(log.take().len(), 1, "D needs one switch");
-    for kept in [b, c, d] {
-        drop(pool.tenant(kept).unwrap());
-        assert!(log.take().is_empty(), "{kept} is still served by an idle connection");
+    let mut third = pool.tenant(t).unwrap();
+    assert_eq!(log.take().len(), 1, "T's third checkout needs a switch");
+    assert_eq!(backend_pid(&mut third), a_pid, "A's connection, the least recently used, was switched");
+    log.take();
+    drop(pool.tenant(b).unwrap());
+    assert!(log.take().is_empty(), "B is still served by an idle connection");
+    drop(homes);
+}
+
+#[test]
+fn with_home_slots_each_tenant_switches_only_onto_its_two_home_connections() {
+    let schemas = Schemas::create("homes", 12, ITEMS_DDL);
+    let (pool, _log) = logged_pool(4);
+    tenancy_core::__private::set_home_slots(&pool, true);
+    all_open(&pool, 4);
+    let mut pids: Vec<HashSet<i32>> = vec![HashSet::new(); schemas.names.len()];
+    let mut all = HashSet::new();
+    // A fixed pseudo-random order, so that tenants evict one another in every pattern.
+    let mut x = 12_345_u64;
+    for _ in 0..200 {
+        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let i = (x >> 33) as usize % schemas.names.len();
+        let mut conn = pool.tenant(&schemas.names[i]).unwrap();
+        assert_eq!(current_schemas(&mut conn), vec![schemas.names[i].to_string()]);
+        let pid = backend_pid(&mut conn);
+        pids[i].insert(pid);
+        all.insert(pid);
     }
-    drop(pool.tenant(a).unwrap());
-    assert_eq!(log.take().len(), 1, "A was the one evicted");
+    for (name, served_by) in schemas.names.iter().zip(&pids) {
+        assert!(served_by.len() <= 2, "{name} was served by {} connections", served_by.len());
+    }
+    assert!(all.len() >= 3, "the tenants are spread over the pool ({} connections used)", all.len());
+}
+
+#[test]
+fn with_home_slots_a_tenant_already_served_off_its_homes_is_a_hit() {
+    let schemas = Schemas::create("offhome", 1, ITEMS_DDL);
+    let t = schemas.first();
+    let (pool, log) = logged_pool(4);
+    tenancy_core::__private::set_home_slots(&pool, true);
+    all_open(&pool, 4);
+    // Two checkouts take T's homes; a third, with both busy, switches another connection.
+    let mut homes = [pool.tenant(t).unwrap(), pool.tenant(t).unwrap()];
+    let mut off_home = pool.tenant(t).unwrap();
+    let off_pid = backend_pid(&mut off_home);
+    drop(off_home);
+    // Both homes are retired (a temporary table) and replaced by connections serving no one.
+    for home in &mut homes {
+        home.batch_execute("CREATE TEMPORARY TABLE scratch (i int)").unwrap();
+    }
+    drop(homes);
+    all_open(&pool, 4);
+    log.take();
+    // T's homes are idle again, yet the idle connection already serving T is taken, with no switch.
+    let mut conn = pool.tenant(t).unwrap();
+    assert!(log.take().is_empty(), "no switch for a tenant an idle connection serves");
+    assert_eq!(backend_pid(&mut conn), off_pid);
+}
+
+#[test]
+fn a_hot_tenant_keeps_its_connection_and_cold_ones_share_one() {
+    let schemas = Schemas::create("heat", 11, ITEMS_DDL);
+    let hot = schemas.first();
+    let cold = &schemas.names[1..];
+    let (pool, log) = logged_pool(4);
+    all_open(&pool, 4);
+    let mut conn = pool.tenant(hot).unwrap();
+    let hot_pid = backend_pid(&mut conn);
+    drop(conn);
+    for _ in 0..9 {
+        drop(pool.tenant(hot).unwrap());
+    }
+    let mut cold_pids = Vec::new();
+    for tenant in cold {
+        let mut conn = pool.tenant(tenant).unwrap();
+        assert_eq!(current_schemas(&mut conn), vec![tenant.to_string()]);
+        cold_pids.push(backend_pid(&mut conn));
+        drop(conn);
+        log.take();
+        // The hot tenant is never the one evicted.
+        let mut conn = pool.tenant(hot).unwrap();
+        assert!(log.take().is_empty(), "{hot} kept its connection");
+        assert_eq!(backend_pid(&mut conn), hot_pid);
+    }
+    // Once the connections that served no one are used, cold tenants share
+    // the most recently used of the least asked-for.
+    let settled: HashSet<i32> = cold_pids[3..].iter().copied().collect();
+    assert_eq!(settled.len(), 1, "cold tenants after the first three: {cold_pids:?}");
+    assert!(!settled.contains(&hot_pid));
 }
