@@ -81,6 +81,15 @@ fn summary(ratios: &[f64]) -> (f64, f64) {
     (med, (max - min) / med)
 }
 
+/// One point lookup in `table` on `conn`.
+fn lookup_in(conn: &mut PgConnection, table: &str, id: i64) {
+    let row: Note = diesel::sql_query(format!("SELECT tenant FROM {table} WHERE id = $1"))
+        .bind::<BigInt, _>(id)
+        .get_result(conn)
+        .unwrap();
+    std::hint::black_box(row.tenant);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
@@ -178,22 +187,8 @@ fn lookups_and_transactions(
     for _ in 0..settings.rounds {
         let (ours, theirs) = paired(
             settings.sample,
-            || {
-                let mut conn = pool.tenant(tenant).unwrap();
-                let row: Note = diesel::sql_query("SELECT tenant FROM orders WHERE id = $1")
-                    .bind::<BigInt, _>(next())
-                    .get_result(&mut *conn)
-                    .unwrap();
-                std::hint::black_box(row.tenant);
-            },
-            || {
-                let mut conn = plain.get().unwrap();
-                let row: Note = diesel::sql_query("SELECT tenant FROM bench_tenant.orders WHERE id = $1")
-                    .bind::<BigInt, _>(next())
-                    .get_result(&mut *conn)
-                    .unwrap();
-                std::hint::black_box(row.tenant);
-            },
+            || lookup_in(&mut pool.tenant(tenant).unwrap(), "orders", next()),
+            || lookup_in(&mut plain.get().unwrap(), "bench_tenant.orders", next()),
         );
         lookup.push(ours / theirs);
         rates[0].push(ours);
@@ -201,22 +196,8 @@ fn lookups_and_transactions(
 
         let (ours, theirs) = paired(
             settings.sample,
-            || {
-                let mut conn = pool.tenant(tenant).unwrap();
-                let row: Note = diesel::sql_query("SELECT tenant FROM orders WHERE id = $1")
-                    .bind::<BigInt, _>(next())
-                    .get_result(&mut *conn)
-                    .unwrap();
-                std::hint::black_box(row.tenant);
-            },
-            || {
-                let mut conn = plain_path.get().unwrap();
-                let row: Note = diesel::sql_query("SELECT tenant FROM orders WHERE id = $1")
-                    .bind::<BigInt, _>(next())
-                    .get_result(&mut *conn)
-                    .unwrap();
-                std::hint::black_box(row.tenant);
-            },
+            || lookup_in(&mut pool.tenant(tenant).unwrap(), "orders", next()),
+            || lookup_in(&mut plain_path.get().unwrap(), "orders", next()),
         );
         lookup_path.push(ours / theirs);
         path_rates.push(theirs);

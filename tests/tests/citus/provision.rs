@@ -16,6 +16,14 @@ use crate::{count, is_distributed, pool_on, shards_of, worker_of, workers};
 
 const V1: EmbeddedMigrations = embed_migrations!("migrations/citus_v1");
 
+/// Sets the database's default for `citus.enable_schema_based_sharding`,
+/// for sessions opened from now on.
+fn sharding_by_default(admin: &mut diesel::PgConnection, db: &tenancy_devdb::TempDatabase, on: bool) {
+    let value = if on { "on" } else { "off" };
+    let sql = format!("ALTER DATABASE \"{}\" SET citus.enable_schema_based_sharding = {value}", db.name());
+    admin.batch_execute(&sql).unwrap();
+}
+
 #[test]
 fn provisioning_distributes_each_tenant_and_reports_its_worker() {
     let db = tenancy_tests::citus::database("citus_place");
@@ -55,12 +63,7 @@ fn the_registry_stays_on_the_coordinator_even_when_the_database_distributes_new_
     let mut admin = db.connect().unwrap();
     // What used to make the registry a distributed schema, and every
     // provisioning fail on its upsert.
-    admin
-        .batch_execute(&format!(
-            "ALTER DATABASE \"{}\" SET citus.enable_schema_based_sharding = on",
-            db.name()
-        ))
-        .unwrap();
+    sharding_by_default(&mut admin, &db, true);
     let pool = pool_on(db.url());
     let tenant = unique_schema("reg");
     let done = provision(&pool, &tenant, V1).unwrap();
@@ -85,24 +88,14 @@ fn the_registry_stays_on_the_coordinator_even_when_the_database_distributes_new_
 fn tenants_are_distributed_explicitly_whatever_the_database_default() {
     let db = tenancy_tests::citus::database("citus_explicit");
     let mut admin = db.connect().unwrap();
-    admin
-        .batch_execute(&format!(
-            "ALTER DATABASE \"{}\" SET citus.enable_schema_based_sharding = off",
-            db.name()
-        ))
-        .unwrap();
+    sharding_by_default(&mut admin, &db, false);
     let pool = pool_on(db.url());
     let tenant = unique_schema("expl");
     worker_of(provision(&pool, &tenant, V1).unwrap().placement.as_ref().unwrap());
     assert!(is_distributed(&mut admin, tenant.as_str()));
 
     // And kept on the coordinator when the pool says so, even with the default on.
-    admin
-        .batch_execute(&format!(
-            "ALTER DATABASE \"{}\" SET citus.enable_schema_based_sharding = on",
-            db.name()
-        ))
-        .unwrap();
+    sharding_by_default(&mut admin, &db, true);
     let local = TenantPool::builder().distribute_tenants(false).build(db.url()).unwrap();
     assert!(!local.citus().unwrap().distributes_tenants());
     let kept = unique_schema("local");
@@ -199,12 +192,7 @@ fn a_configured_shared_schema_stays_on_the_coordinator() {
     const SHARED: EmbeddedMigrations = embed_migrations!("migrations/shared_v1");
     let db = tenancy_tests::citus::database("citus_shared");
     let mut admin = db.connect().unwrap();
-    admin
-        .batch_execute(&format!(
-            "ALTER DATABASE \"{}\" SET citus.enable_schema_based_sharding = on",
-            db.name()
-        ))
-        .unwrap();
+    sharding_by_default(&mut admin, &db, true);
     let pool = TenantPool::builder().shared_schema("app_shared").build(db.url()).unwrap();
     tenancy_core::migrate_shared(&pool, SHARED).unwrap();
     assert!(!is_distributed(&mut admin, "app_shared"), "the shared schema is not a distributed schema");
