@@ -49,10 +49,11 @@ const POOL_SIZE: u32 = 8;
 const TASKS: usize = 8;
 const ROWS: i64 = 16;
 
+/// How long each measurement runs, how often, and whether this is CI's quick run.
 struct Settings {
-    quick: bool,
     sample: Duration,
     rounds: usize,
+    quick: bool,
 }
 
 fn main() -> Result<(), BoxError> {
@@ -269,35 +270,21 @@ fn run_group(
     };
     let s = settings.sample;
     let per = TASKS as f64;
+    let on_runtime = |name: &'static str, op: &AsyncOp| {
+        let op = Arc::clone(op);
+        Variant { name, measure: Box::new(move || throughput_async(runtime, s, TASKS, &op)) }
+    };
     let variants = [
-        Variant {
-            name: "spawn_blocking by hand around pool.tenant (baseline)",
-            measure: Box::new(|| throughput_async(runtime, s, TASKS, &hand)),
-        },
-        Variant {
-            name: "tenant.run(|conn| ..)",
-            measure: Box::new(|| throughput_async(runtime, s, TASKS, &run)),
-        },
-        Variant {
-            name: "spawn_blocking by hand around pool.transaction",
-            measure: Box::new(|| throughput_async(runtime, s, TASKS, &hand_tx)),
-        },
-        Variant {
-            name: "tenant.run_transaction(|conn| ..)",
-            measure: Box::new(|| throughput_async(runtime, s, TASKS, &run_tx)),
-        },
-        Variant {
-            name: "plain diesel r2d2, spawn_blocking by hand",
-            measure: Box::new(|| throughput_async(runtime, s, TASKS, &plain_hand)),
-        },
+        on_runtime("spawn_blocking by hand around pool.tenant (baseline)", &hand),
+        on_runtime("tenant.run(|conn| ..)", &run),
+        on_runtime("spawn_blocking by hand around pool.transaction", &hand_tx),
+        on_runtime("tenant.run_transaction(|conn| ..)", &run_tx),
+        on_runtime("plain diesel r2d2, spawn_blocking by hand", &plain_hand),
         Variant {
             name: "pool.tenant on plain threads (no runtime)",
             measure: Box::new(|| throughput_threads(s, TASKS, &sync_op)),
         },
-        Variant {
-            name: "spawn_blocking of an empty closure (the hop alone)",
-            measure: Box::new(|| throughput_async(runtime, s, TASKS, &hop)),
-        },
+        on_runtime("spawn_blocking of an empty closure (the hop alone)", &hop),
     ];
     report(
         &format!("run: point lookup, one tenant, {TASKS} tasks on a 2-worker runtime (or {TASKS} threads), pool of {POOL_SIZE}"),

@@ -151,16 +151,12 @@ fn revert_last_reverts_the_latest_migration_of_the_chosen_tenants_and_a_rerun_re
 }
 
 /// The error of a sign-up: the library's, or the application's own.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 enum SignUpError {
-    Tenancy(#[allow(dead_code)] TenancyError),
+    #[error(transparent)]
+    Tenancy(#[from] TenancyError),
+    #[error("declined")]
     Declined,
-}
-
-impl From<TenancyError> for SignUpError {
-    fn from(error: TenancyError) -> Self {
-        Self::Tenancy(error)
-    }
 }
 
 impl From<diesel::result::Error> for SignUpError {

@@ -13,23 +13,14 @@ use diesel::sql_types::Text;
 use tenancy_core::{tenant_scoped, SchemaName, TenancyError, Tenant, TenantContext, TenantPool};
 use tenancy_tests::{admin, items, pool, pool_of_one, rows_of, unique_schema, Schemas, ITEMS_DDL};
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 enum DalError {
-    Tenancy(TenancyError),
-    Query(diesel::result::Error),
+    #[error(transparent)]
+    Tenancy(#[from] TenancyError),
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+    #[error("refused: {0}")]
     Refused(&'static str),
-}
-
-impl From<TenancyError> for DalError {
-    fn from(e: TenancyError) -> Self {
-        Self::Tenancy(e)
-    }
-}
-
-impl From<diesel::result::Error> for DalError {
-    fn from(e: diesel::result::Error) -> Self {
-        Self::Query(e)
-    }
 }
 
 /// A DAL as applications write them: a struct holding its tenant.
