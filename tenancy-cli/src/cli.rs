@@ -69,6 +69,9 @@ pub(crate) enum Command {
     Shared(SharedCommand),
     /// Fleet counts by state and by version, and what `migrate` would do.
     Status(StatusArgs),
+    /// Tenants on a Citus cluster: where they are, moving them, rebalancing.
+    #[command(subcommand)]
+    Citus(CitusCommand),
 }
 
 /// Which tenants a fleet run takes.
@@ -201,4 +204,69 @@ pub(crate) struct StatusArgs {
     /// Print JSON on stdout.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CitusCommand {
+    /// Where each registered tenant's tables are.
+    Placements(PlacementsArgs),
+    /// The nodes that can hold tenants.
+    Nodes,
+    /// Move a tenant's tables to another node; checked-out and pooled
+    /// connections keep working.
+    Move(MoveArgs),
+    /// Move tenants so that the nodes hold about as many each.
+    Rebalance(RebalanceArgs),
+    /// Make a table of the shared schema a reference table (copied to every
+    /// node), so that tenants' tables may reference it.
+    ReferenceTable(ReferenceTableArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PlacementsArgs {
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// How Citus copies tables to another node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Transfer {
+    /// Logical replication when every table has a primary key, else block writes.
+    Auto,
+    /// Logical replication: writes pause only for the switch over.
+    ForceLogical,
+    /// Writes to the tenant wait until the copy is done.
+    BlockWrites,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MoveArgs {
+    /// The tenant to move.
+    pub(crate) name: String,
+
+    /// The node to move it to, as HOST:PORT (see `tenancy citus nodes`).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) to: String,
+
+    /// How the tables are copied.
+    #[arg(long, value_enum, default_value_t = Transfer::Auto)]
+    pub(crate) mode: Transfer,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RebalanceArgs {
+    /// How the tables are copied.
+    #[arg(long, value_enum, default_value_t = Transfer::Auto)]
+    pub(crate) mode: Transfer,
+
+    /// Wait until the rebalance has finished (it runs in the background otherwise).
+    #[arg(long)]
+    pub(crate) wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReferenceTableArgs {
+    /// The table, in the shared schema (--shared-schema).
+    pub(crate) table: String,
 }

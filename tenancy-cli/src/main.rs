@@ -2,6 +2,7 @@
 //! an error as one line on stderr and exits with status 1; usage errors
 //! exit with status 2.
 
+mod citus;
 mod cli;
 mod fleet;
 mod tenants;
@@ -81,6 +82,7 @@ fn run(cli: &Cli) -> Result<Outcome> {
         Command::Drop(args) => tenants::drop(cli, args),
         Command::Shared(SharedCommand::Migrate) => tenants::shared_migrate(cli),
         Command::Status(args) => fleet::status(cli, args),
+        Command::Citus(command) => citus::run(cli, command),
     }
 }
 
