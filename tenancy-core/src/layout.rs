@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::citus::Citus;
+use crate::citus::detect::Citus;
 use crate::config::ConfigError;
 use crate::schema_name::{check_identifier, SchemaName};
 use crate::sql::quote_ident;

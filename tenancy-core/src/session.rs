@@ -48,7 +48,7 @@ pub(crate) struct ConnState {
     /// The pool that opened it.
     pub(crate) pool: u64,
     /// Its slot number in the pool, which routes tenants to it.
-    pub(crate) slot: Option<crate::pool::Slot>,
+    pub(crate) slot: Option<crate::pool::slots::Slot>,
     pub(crate) scope: Scope,
     /// The roster's epoch when the scope was last proven.
     pub(crate) epoch: u64,

@@ -10,8 +10,9 @@ use diesel::connection::Instrumentation;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 
-use super::manager::{InstrumentationFactory, Manager, Opening, Slots};
+use super::manager::{InstrumentationFactory, Manager, Opening};
 use super::roster::Roster;
+use super::slots::Slots;
 use super::stats::Counters;
 use super::{PoolInner, TenantPool};
 use crate::config::ConfigError;
@@ -277,7 +278,7 @@ impl TenantPoolBuilder {
         let mut layout = self.check()?;
         let mut first = PgConnection::establish(database_url)?;
         let catalog = Arc::new(read_catalog(&mut first)?);
-        layout.set_citus(crate::citus::detect(&mut first, self.distribute_tenants)?);
+        layout.set_citus(crate::citus::detect::detect(&mut first, self.distribute_tenants)?);
         static POOL_IDS: AtomicU64 = AtomicU64::new(1);
         let pool_id = POOL_IDS.fetch_add(1, Ordering::Relaxed);
         let listen = self.drop_notifications && self.pooler_mode == PoolerMode::Session;

@@ -18,6 +18,7 @@ mod heat;
 mod manager;
 mod options;
 mod roster;
+pub(crate) mod slots;
 mod stats;
 mod traits;
 mod transaction;
@@ -34,7 +35,6 @@ pub(crate) use checkout::Target;
 pub(crate) use connection::Ending;
 pub use connection::{SharedConnection, TenantConnection};
 pub use manager::InstrumentationFactory;
-pub(crate) use manager::Slot;
 pub use options::{IsolationLevel, TransactionBuilder, TransactionOptions};
 pub use stats::PoolState;
 pub(crate) use transaction::run_open;
@@ -85,7 +85,7 @@ pub(crate) struct PoolInner {
     max_tenants_per_connection: Option<usize>,
     affinity: bool,
     /// The slot numbers of the pool's connections (tenants' homes).
-    slots: Arc<manager::Slots>,
+    slots: Arc<slots::Slots>,
     /// How often each tenant was asked for lately.
     heat: heat::Heat,
     /// Which idle connection a switch takes: `0` the least asked-for
@@ -134,7 +134,7 @@ impl TenantPool {
     /// Citus, when the pool's database is a Citus coordinator with
     /// schema-based sharding (found when the pool was built); `None` on
     /// plain PostgreSQL. See [`crate::citus`].
-    pub fn citus(&self) -> Option<&crate::citus::Citus> {
+    pub fn citus(&self) -> Option<&crate::citus::detect::Citus> {
         self.inner.layout.citus()
     }
 

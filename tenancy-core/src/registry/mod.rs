@@ -29,7 +29,7 @@ use diesel::sql_types::{Bool, Integer, Nullable, Text};
 pub(crate) use record::{parse_state, AppliedMigrations, Row};
 pub use record::{TenantRecord, TenantState, UnknownTenantState};
 
-use crate::citus::Citus;
+use crate::citus::detect::Citus;
 use crate::error::TenancyError;
 use crate::layout::Layout;
 use crate::schema_name::SchemaName;
@@ -163,7 +163,7 @@ impl Registry {
                     // `SET LOCAL`: the setting ends with the caller's
                     // transaction, and nothing else in it depends on it.
                     local = if self.citus.is_some() {
-                        format!("{}; ", crate::citus::schema_sharding(false))
+                        format!("{}; ", crate::citus::detect::schema_sharding(false))
                     } else {
                         String::new()
                     },

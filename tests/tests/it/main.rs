@@ -11,6 +11,7 @@ mod differential;
 mod examples;
 mod fleets;
 mod isolation;
+mod layout;
 mod migrate;
 mod observe;
 mod operations;
