@@ -298,9 +298,11 @@ impl SchemaName {
 /// What [`schema!`](crate::schema!) expands to: validates `name` and panics
 /// with the broken rule, which in a `const` is a compile error. A free
 /// function, so that the compiler never suggests it as a constructor.
-// `schema!` runs `SchemaName::check` first in the same `const`, so through the
-// macro this panic is unreachable; a direct call of the hidden wrapper with an
-// invalid literal panics rather than building an invalid name.
+// `schema!` (tenancy-macros) checks the literal with the same rules when it
+// expands (a test holds the two copies of the rules equal) and emits this call
+// only for a valid name, so through the macro this panic is unreachable; a
+// direct call of the hidden wrapper with an invalid literal panics, at compile
+// time in a `const`, rather than building an invalid name.
 #[allow(clippy::panic)]
 pub(crate) const fn literal(name: &'static str) -> SchemaName {
     match validate(name) {

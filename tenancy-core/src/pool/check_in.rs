@@ -17,6 +17,10 @@ use crate::session::{session_of, transaction_open, trusted, Phase, Scope};
 /// retired instead (see [`TenantPool::check_in`]).
 const RESTORE_ATTEMPTS: usize = 3;
 
+/// What the restore message's check raises when something is left that
+/// cannot be undone in place (a temporary schema): no point trying again.
+const CANNOT_RESTORE: &str = "tenancy: cannot restore";
+
 impl TenantPool {
     /// Takes a connection back from a borrower: whatever the borrower's
     /// statements may have left is restored in one message (or the
@@ -87,11 +91,14 @@ impl TenantPool {
             // Until its `RESET ALL` runs, the message is bound by the
             // borrower's own limits: a `statement_timeout` of a millisecond
             // can cancel it on a loaded server. The server answered, so the
-            // session is sound: try again a few times before retiring it.
+            // session is sound: try again a few times before retiring it,
+            // unless the message's own check said it cannot be restored.
             let attempt = |c: &mut PgConnection| c.batch_execute(&sql);
             let restored = trusted(conn, |c| {
                 (1..RESTORE_ATTEMPTS).fold(attempt(c), |done, _| match done {
-                    Err(DieselError::DatabaseError(..)) => attempt(c),
+                    Err(DieselError::DatabaseError(_, info)) if !info.message().contains(CANNOT_RESTORE) => {
+                        attempt(c)
+                    }
                     done => done,
                 })
             });
