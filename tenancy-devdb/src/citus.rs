@@ -201,7 +201,19 @@ pub(crate) fn spread(admin_url: &str, nodes: &Nodes, database: &mut TempDatabase
         execute(&replace_database(&worker_admin, &name), "CREATE EXTENSION IF NOT EXISTS citus")?;
     }
     execute(&database.url, "CREATE EXTENSION IF NOT EXISTS citus")?;
-    register(&database.url, nodes)
+    // Registering opens connections to the workers, which a loaded machine
+    // sometimes fails ("failure on connection marked as essential"); both
+    // calls are idempotent, so a failed attempt is simply made again.
+    let mut attempt = 1;
+    loop {
+        match register(&database.url, nodes) {
+            Err(_) if attempt < 5 => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(200 * attempt));
+            }
+            done => return done,
+        }
+    }
 }
 
 /// Registers the coordinator and the workers in the `pg_dist_node` of the
