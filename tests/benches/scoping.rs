@@ -368,6 +368,8 @@ const NAIVE_DEFAULTS: &str = "SET search_path per checkout, same tenant, r2d2 de
 const SWITCH_NO_REPLAN: &str = "plain + our switch statement, same path (round trip, no re-plan)";
 const MODEL_MRU: &str = "model pool, switch the connection handed out (as with affinity off)";
 const MODEL_LRU: &str = "model pool, switch the least recently used idle connection";
+const MODEL_OPTIMAL: &str =
+    "model pool, offline optimum (switch the connection whose tenant is asked for again last, knowing every request in advance)";
 const LOOKUP_BY_HAND: &str = "point lookup, pool.tenant() by hand";
 const LOOKUP_DAL: &str = "point lookup, #[tenant_scoped] method";
 const TX_BY_HAND: &str = "transaction, pool.transaction() by hand";
@@ -555,12 +557,14 @@ fn naive_transaction<'p>(
 }
 
 /// Zipf-distributed tenants; counts requests so that the hit rate can be
-/// derived from the statements the pool's connections sent.
+/// derived from the statements the pool's connections sent, and, given a
+/// [`Split`] (one thread only), times hits and switches apart.
 fn zipf_lookup<'p>(
     pool: &'p TenantPool,
     tenants: &'p [SchemaName],
     zipf: &'p Popularity,
     requests: &'p AtomicU64,
+    split: Option<&'p Split>,
 ) -> impl Fn(usize) -> Op<'p> + Sync + 'p {
     move |t| {
         let mut rng = rng_of_thread(t);
@@ -569,8 +573,48 @@ fn zipf_lookup<'p>(
             n += 1;
             let schema = &tenants[zipf.sample(&mut rng)];
             requests.fetch_add(1, Ordering::Relaxed);
-            lookup(&mut *pool.tenant(schema)?, row(n))
+            let Some(split) = split else { return lookup(&mut *pool.tenant(schema)?, row(n)) };
+            let switches = pool.state().switches;
+            let started = Instant::now();
+            lookup(&mut *pool.tenant(schema)?, row(n))?;
+            split.record(pool.state().switches == switches, started.elapsed());
+            Ok(())
         })
+    }
+}
+
+/// Time per request, hits and switches apart (one thread).
+#[derive(Default)]
+struct Split {
+    hit_ns: AtomicU64,
+    hits: AtomicU64,
+    switch_ns: AtomicU64,
+    switches: AtomicU64,
+}
+
+impl Split {
+    fn record(&self, hit: bool, took: Duration) {
+        let (ns, count) = if hit { (&self.hit_ns, &self.hits) } else { (&self.switch_ns, &self.switches) };
+        ns.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn reset(&self) {
+        for a in [&self.hit_ns, &self.hits, &self.switch_ns, &self.switches] {
+            a.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// "µs per hit / µs per switch".
+    fn describe(&self) -> String {
+        let micros = |ns: &AtomicU64, n: &AtomicU64| {
+            ns.load(Ordering::Relaxed) as f64 / 1000.0 / n.load(Ordering::Relaxed).max(1) as f64
+        };
+        format!(
+            "{:.1} µs per hit, {:.1} µs per switching request",
+            micros(&self.hit_ns, &self.hits),
+            micros(&self.switch_ns, &self.switches)
+        )
     }
 }
 
@@ -1020,17 +1064,30 @@ impl Bench<'_> {
         let (home, home_statements) = counted(true)?;
         tenancy_core::__private::set_home_slots(&home, true);
         let home_requests = AtomicU64::new(0);
-        let models =
-            [ModelPool::new(url, Eviction::HandedOut)?, ModelPool::new(url, Eviction::LeastRecentlyUsed)?];
+        // The request sequence the offline optimum follows (and Belady's hit rate is taken over).
+        let trace: Vec<usize> = {
+            let mut rng = rng_of_thread(0);
+            (0..1_000_000).map(|_| zipf.sample(&mut rng)).collect()
+        };
+        let models = [
+            ModelPool::new(url, Eviction::HandedOut)?,
+            ModelPool::new(url, Eviction::LeastRecentlyUsed)?,
+            ModelPool::optimal(url, trace.clone())?,
+        ];
         let with_requests = AtomicU64::new(0);
         let without_requests = AtomicU64::new(0);
+        // Ours: default, affinity off, home slots; then the three model pools.
+        let splits: [Split; 6] = Default::default();
         let mut out = format!(
             "### Zipf traffic (s = {ZIPF_S}) over {} tenants, pool of 8\n\n{} hit rate | vs SET per checkout | backend memory, 8 backends |\n{}---:|---:|---:|\n",
             tenants.len(),
             HEADER.lines().next().unwrap_or_default(),
             HEADER.lines().nth(1).unwrap_or_default(),
         );
+        let optimum = belady_hit_rate(&trace, POOL_SIZE as usize);
+        let mut split_notes = String::new();
         for threads in [1, 4] {
+            splits.iter().for_each(Split::reset);
             for (statements, requests) in [
                 (&with_statements, &with_requests),
                 (&without_statements, &without_requests),
@@ -1045,7 +1102,7 @@ impl Bench<'_> {
                 Variant::new(
                     "tenant(), affinity on (the default: least asked-for evicted)",
                     threads,
-                    zipf_lookup(&with, tenants, &zipf, &with_requests),
+                    zipf_lookup(&with, tenants, &zipf, &with_requests, (threads == 1).then_some(&splits[0])),
                 ),
                 Variant::new(
                     "SET search_path per checkout",
@@ -1055,27 +1112,34 @@ impl Bench<'_> {
                 Variant::new(
                     "tenant(), affinity off",
                     threads,
-                    zipf_lookup(&without, tenants, &zipf, &without_requests),
+                    zipf_lookup(&without, tenants, &zipf, &without_requests, (threads == 1).then_some(&splits[1])),
                 ),
                 Variant::new(
                     "tenant(), affinity on, home slots",
                     threads,
-                    zipf_lookup(&home, tenants, &zipf, &home_requests),
+                    zipf_lookup(&home, tenants, &zipf, &home_requests, (threads == 1).then_some(&splits[2])),
                 ),
             ];
             let mut variants = variants;
             if threads == 1 {
-                for (name, policy) in
-                    [(MODEL_MRU, Eviction::HandedOut), (MODEL_LRU, Eviction::LeastRecentlyUsed)]
-                {
+                for (name, policy) in [
+                    (MODEL_MRU, Eviction::HandedOut),
+                    (MODEL_LRU, Eviction::LeastRecentlyUsed),
+                    (MODEL_OPTIMAL, Eviction::Optimal),
+                ] {
                     let model = &models[policy as usize];
+                    let split = &splits[3 + policy as usize];
                     let zipf = &zipf;
                     variants.push(Variant::new(name, 1, move |_t| -> Op<'_> {
                         let mut rng = rng_of_thread(0);
                         let mut n = 0u64;
                         Box::new(move || {
                             n += 1;
-                            model.lookup(zipf.sample(&mut rng), tenants, row(n))
+                            let hits = model.hits.load(Ordering::Relaxed);
+                            let started = Instant::now();
+                            model.lookup(zipf.sample(&mut rng), tenants, row(n))?;
+                            split.record(model.hits.load(Ordering::Relaxed) > hits, started.elapsed());
+                            Ok(())
                         })
                     }));
                 }
@@ -1103,13 +1167,14 @@ impl Bench<'_> {
                 tenant_pool_memory(&home, tenants)?,
                 model_memory(&models[0])?,
                 model_memory(&models[1])?,
+                model_memory(&models[2])?,
             ];
             out += &m.rows(PLAIN_DEFAULTS, PLAIN_SAME, |v| {
                 let hits = match v {
                     2 => measured_hits[0].clone(),
                     4 => measured_hits[1].clone(),
                     5 => measured_hits[2].clone(),
-                    6 | 7 => format!(" {:.1}% |", models[v - 6].hit_rate() * 100.0),
+                    6..=8 => format!(" {:.1}% |", models[v - 6].hit_rate() * 100.0),
                     _ => String::from(" - |"),
                 };
                 let versus =
@@ -1118,15 +1183,50 @@ impl Bench<'_> {
                     .map_or_else(|| String::from(" - |"), |b| format!(" {:.1} MiB |", b as f64 / 1048576.0));
                 Some(format!("{hits}{versus}{mib}"))
             });
+            {
+                // What any policy that switches with one message could reach:
+                // hits free, every miss paying what SET per checkout pays
+                // over plain diesel (its message and the re-plan).
+                let (q, qs) = (m.micros(m.index(PLAIN_SAME)), m.micros(naive));
+                let s = (qs - q).max(f64::MIN_POSITIVE);
+                let best = q + (1.0 - optimum) * s;
+                let _ = writeln!(
+                    split_notes,
+                    "- {threads} thread(s), the ceiling of switching policies: plain {q:.1} µs, SET per checkout {qs:.1} µs per request, so a switch costs {s:.1} µs; with the offline optimum's hit rate ({:.1}%) and free hits: {best:.1} µs, {:.3}× plain, {:.2}× SET per checkout; 0.5× plain needs {:.0}% hits, 1.3× SET per checkout {:.0}%",
+                    optimum * 100.0,
+                    q / best,
+                    qs / best,
+                    (1.0 - q / s) * 100.0,
+                    (1.0 - (qs / 1.3 - q) / s) * 100.0,
+                );
+            }
+            if threads == 1 {
+                let names = [
+                    "default",
+                    "affinity off",
+                    "home slots",
+                    "model, connection handed out",
+                    "model, least recently used",
+                    "model, offline optimum",
+                ];
+                let _ = writeln!(
+                    split_notes,
+                    "- one thread, time per request, hits and switches apart (the switch counted by the pool, or the model): {}",
+                    names
+                        .iter()
+                        .zip(&splits)
+                        .map(|(name, split)| format!("{name}: {}", split.describe()))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                );
+            }
         }
-        let trace: Vec<usize> = {
-            let mut rng = rng_of_thread(0);
-            (0..1_000_000).map(|_| zipf.sample(&mut rng)).collect()
-        };
+        out.push('\n');
+        out += &split_notes;
         let _ = writeln!(
             out,
-            "\n- offline optimum (Belady's MIN: on a miss, switch the connection whose tenant is asked for again last), same Zipf traffic, 8 connections, 1,000,000 requests: **{:.1}%** hits; least recently used over the same trace: {:.1}%",
-            belady_hit_rate(&trace, POOL_SIZE as usize) * 100.0,
+            "- offline optimum (Belady's MIN: on a miss, switch the connection whose tenant is asked for again last), same Zipf traffic, 8 connections, 1,000,000 requests: **{:.1}%** hits; least recently used over the same trace: {:.1}%",
+            optimum * 100.0,
             lru_hit_rate(&trace, POOL_SIZE as usize) * 100.0,
         );
         out.push('\n');
@@ -1203,12 +1303,53 @@ enum Eviction {
     HandedOut,
     /// The idle connection used least recently.
     LeastRecentlyUsed,
+    /// The idle connection whose tenant is asked for again last (Belady's
+    /// MIN), knowing the whole request sequence in advance: the best any
+    /// policy that switches one connection per miss can do.
+    Optimal,
 }
 
 struct ModelConn {
     conn: PgConnection,
     tenant: Option<usize>,
     last_used: u64,
+    /// Position in the request sequence of its tenant's next request (`Optimal`).
+    next_use: u64,
+}
+
+/// A request sequence known in advance, for the offline optimum: the
+/// tenants in order and, for each position, where its tenant comes next
+/// (the sequence repeats, so a tenant's next request may be in the next pass).
+struct Plan {
+    trace: Vec<usize>,
+    next: Vec<u64>,
+}
+
+impl Plan {
+    fn new(trace: Vec<usize>) -> Self {
+        let len = trace.len() as u64;
+        let mut next = vec![0u64; trace.len()];
+        let mut seen = std::collections::HashMap::new();
+        // Two passes backwards: the first finds each tenant's first request,
+        // which is where the last one of the pass comes next (one pass later).
+        for pass in [1u64, 0] {
+            for i in (0..trace.len()).rev() {
+                let at = pass * len + i as u64;
+                if pass == 0 {
+                    next[i] = seen.get(&trace[i]).copied().unwrap_or(u64::MAX);
+                }
+                seen.insert(trace[i], at);
+            }
+        }
+        Self { trace, next }
+    }
+
+    /// The tenant of request `position` and where its tenant is asked for next.
+    fn at(&self, position: u64) -> (usize, u64) {
+        let len = self.trace.len() as u64;
+        let i = (position % len) as usize;
+        (self.trace[i], (position - position % len).saturating_add(self.next[i]))
+    }
 }
 
 /// `TenantPool`'s affinity logic on a mutex-protected stack of connections
@@ -1219,27 +1360,40 @@ struct ModelPool {
     eviction: Eviction,
     requests: AtomicU64,
     hits: AtomicU64,
+    /// The request sequence, for `Optimal`.
+    plan: Option<Plan>,
 }
 
 impl ModelPool {
     fn new(url: &str, eviction: Eviction) -> Result<Self, BoxError> {
         let idle = (0..POOL_SIZE)
-            .map(|_| Ok(ModelConn { conn: PgConnection::establish(url)?, tenant: None, last_used: 0 }))
+            .map(|_| {
+                Ok(ModelConn { conn: PgConnection::establish(url)?, tenant: None, last_used: 0, next_use: 0 })
+            })
             .collect::<Result<Vec<_>, BoxError>>()?;
         Ok(Self {
             idle: std::sync::Mutex::new(idle),
             eviction,
             requests: AtomicU64::new(0),
             hits: AtomicU64::new(0),
+            plan: None,
         })
+    }
+
+    /// The offline optimum over `trace`, which its requests then follow.
+    fn optimal(url: &str, trace: Vec<usize>) -> Result<Self, BoxError> {
+        Ok(Self { plan: Some(Plan::new(trace)), ..Self::new(url, Eviction::Optimal)? })
     }
 
     fn hit_rate(&self) -> f64 {
         self.hits.load(Ordering::Relaxed) as f64 / self.requests.load(Ordering::Relaxed) as f64
     }
 
+    /// One lookup for tenant `want` (for `Optimal`, the planned request's tenant instead).
     fn lookup(&self, want: usize, tenants: &[SchemaName], id: i64) -> Result<(), BoxError> {
-        let now = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let position = self.requests.fetch_add(1, Ordering::Relaxed);
+        let now = position + 1;
+        let (want, next_use) = self.plan.as_ref().map_or((want, 0), |plan| plan.at(position));
         let mut c = {
             let mut idle = self.idle.lock().map_err(|_| "model pool poisoned")?;
             let first = idle.pop().ok_or("model pool empty")?;
@@ -1266,11 +1420,16 @@ impl ModelPool {
                         idle.extend(passed_over);
                         first
                     }
-                    (None, Eviction::LeastRecentlyUsed) => {
+                    (None, eviction) => {
                         passed_over.push(first);
-                        let oldest =
-                            (0..passed_over.len()).min_by_key(|&i| passed_over[i].last_used).unwrap_or(0);
-                        let c = passed_over.swap_remove(oldest);
+                        let pick = (0..passed_over.len()).min_by_key(|&i| match eviction {
+                            // An unused connection first, then the one asked for again last.
+                            Eviction::Optimal => {
+                                (passed_over[i].tenant.is_some(), u64::MAX - passed_over[i].next_use)
+                            }
+                            _ => (true, passed_over[i].last_used),
+                        });
+                        let c = passed_over.swap_remove(pick.unwrap_or(0));
                         idle.extend(passed_over);
                         c
                     }
@@ -1285,6 +1444,7 @@ impl ModelPool {
             c.tenant = Some(want);
         }
         c.last_used = now;
+        c.next_use = next_use;
         let result = lookup(&mut c.conn, id);
         self.idle.lock().map_err(|_| "model pool poisoned")?.push(c);
         result
