@@ -1112,7 +1112,13 @@ impl Bench<'_> {
                 Variant::new(
                     "tenant(), affinity off",
                     threads,
-                    zipf_lookup(&without, tenants, &zipf, &without_requests, (threads == 1).then_some(&splits[1])),
+                    zipf_lookup(
+                        &without,
+                        tenants,
+                        &zipf,
+                        &without_requests,
+                        (threads == 1).then_some(&splits[1]),
+                    ),
                 ),
                 Variant::new(
                     "tenant(), affinity on, home slots",
