@@ -183,6 +183,12 @@ impl TenantPoolBuilder {
         /// cached statements; with skewed traffic this turns the hot tenants'
         /// switches into hits. That shared connection serves many tenants:
         /// `max_tenants_per_connection` bounds its memory. Default: `true`.
+        ///
+        /// `false` hands out the most recently returned connection and switches
+        /// it as needed, so a thread keeps one backend busy: measured faster
+        /// for large, flat tenant sets served by several threads at once
+        /// (BENCHMARKS.md, "Affinity"), slower wherever a set of hot tenants
+        /// fits the pool.
         tenant_affinity(bool) => affinity;
         /// How long a proof that a tenant is registered is trusted before it is
         /// proven again (in the same message as the checkout's own statement,
