@@ -5,6 +5,7 @@
 //! cargo bench -p tenancy-tests --bench scoping              # full run (minutes)
 //! cargo bench -p tenancy-tests --bench scoping -- --quick   # CI smoke run (seconds)
 //! cargo bench -p tenancy-tests --bench scoping -- --only zipf --long   # steady state (minutes)
+//! cargo bench -p tenancy-tests --bench scoping -- --only zipf --long --threads 4   # one thread count
 //! ```
 //!
 //! Every variant of a group runs once per round, interleaved with the other
@@ -62,6 +63,8 @@ struct Settings {
     long: bool,
     /// `--only GROUP`: run one group of scenarios (for profiling).
     only: Option<String>,
+    /// `--threads N`: the Zipf group at that thread count only.
+    threads: Option<usize>,
     sample: Duration,
     warmup: Duration,
     rounds: usize,
@@ -75,11 +78,17 @@ impl Settings {
         let quick = args.iter().any(|a| a == "--quick");
         let long = args.iter().any(|a| a == "--long");
         let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
+        let threads = args
+            .iter()
+            .position(|a| a == "--threads")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|t| t.parse().ok());
         if quick {
             Settings {
                 quick,
                 long: false,
                 only,
+                threads,
                 sample: Duration::from_millis(100),
                 warmup: Duration::from_millis(100),
                 rounds: 3,
@@ -90,6 +99,7 @@ impl Settings {
                 quick,
                 long,
                 only,
+                threads,
                 sample: Duration::from_secs(5),
                 warmup: Duration::from_secs(10),
                 rounds: 4,
@@ -100,6 +110,7 @@ impl Settings {
                 quick,
                 long,
                 only,
+                threads,
                 sample: Duration::from_millis(250),
                 warmup: Duration::from_millis(1000),
                 rounds: 20,
@@ -1086,7 +1097,7 @@ impl Bench<'_> {
         );
         let optimum = belady_hit_rate(&trace, POOL_SIZE as usize);
         let mut split_notes = String::new();
-        for threads in [1, 4] {
+        for threads in [1, 4].into_iter().filter(|t| self.settings.threads.is_none_or(|only| only == *t)) {
             splits.iter().for_each(Split::reset);
             for (statements, requests) in [
                 (&with_statements, &with_requests),
