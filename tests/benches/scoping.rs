@@ -569,12 +569,13 @@ fn naive_transaction<'p>(
 
 /// Zipf-distributed tenants; counts requests so that the hit rate can be
 /// derived from the statements the pool's connections sent, and, given a
-/// [`Split`] (one thread only), times hits and switches apart.
+/// [`Split`] (one thread only), times hits and switches apart: a request
+/// that sent more than its lookup switched.
 fn zipf_lookup<'p>(
     pool: &'p TenantPool,
     tenants: &'p [SchemaName],
     zipf: &'p Popularity,
-    requests: &'p AtomicU64,
+    (requests, statements): (&'p AtomicU64, &'p StatementCount),
     split: Option<&'p Split>,
 ) -> impl Fn(usize) -> Op<'p> + Sync + 'p {
     move |t| {
@@ -585,10 +586,10 @@ fn zipf_lookup<'p>(
             let schema = &tenants[zipf.sample(&mut rng)];
             requests.fetch_add(1, Ordering::Relaxed);
             let Some(split) = split else { return lookup(&mut *pool.tenant(schema)?, row(n)) };
-            let switches = pool.state().switches;
+            let sent = statements.0.load(Ordering::Relaxed);
             let started = Instant::now();
             lookup(&mut *pool.tenant(schema)?, row(n))?;
-            split.record(pool.state().switches == switches, started.elapsed());
+            split.record(statements.0.load(Ordering::Relaxed) - sent == 1, started.elapsed());
             Ok(())
         })
     }
@@ -1076,14 +1077,16 @@ impl Bench<'_> {
         tenancy_core::__private::set_home_slots(&home, true);
         let home_requests = AtomicU64::new(0);
         // The request sequence the offline optimum follows (and Belady's hit rate is taken over).
-        let trace: Vec<usize> = {
+        let plan = Plan::new({
             let mut rng = rng_of_thread(0);
             (0..1_000_000).map(|_| zipf.sample(&mut rng)).collect()
-        };
+        });
+        let optimum = belady_hit_rate(&plan, POOL_SIZE as usize);
+        let lru = lru_hit_rate(&plan.trace, POOL_SIZE as usize);
         let models = [
             ModelPool::new(url, Eviction::HandedOut)?,
             ModelPool::new(url, Eviction::LeastRecentlyUsed)?,
-            ModelPool::optimal(url, trace.clone())?,
+            ModelPool::optimal(url, plan)?,
         ];
         let with_requests = AtomicU64::new(0);
         let without_requests = AtomicU64::new(0);
@@ -1095,7 +1098,6 @@ impl Bench<'_> {
             HEADER.lines().next().unwrap_or_default(),
             HEADER.lines().nth(1).unwrap_or_default(),
         );
-        let optimum = belady_hit_rate(&trace, POOL_SIZE as usize);
         let mut split_notes = String::new();
         for threads in [1, 4].into_iter().filter(|t| self.settings.threads.is_none_or(|only| only == *t)) {
             splits.iter().for_each(Split::reset);
@@ -1113,7 +1115,13 @@ impl Bench<'_> {
                 Variant::new(
                     "tenant(), affinity on (the default: least asked-for evicted)",
                     threads,
-                    zipf_lookup(&with, tenants, &zipf, &with_requests, (threads == 1).then_some(&splits[0])),
+                    zipf_lookup(
+                        &with,
+                        tenants,
+                        &zipf,
+                        (&with_requests, &with_statements),
+                        (threads == 1).then_some(&splits[0]),
+                    ),
                 ),
                 Variant::new(
                     "SET search_path per checkout",
@@ -1127,14 +1135,20 @@ impl Bench<'_> {
                         &without,
                         tenants,
                         &zipf,
-                        &without_requests,
+                        (&without_requests, &without_statements),
                         (threads == 1).then_some(&splits[1]),
                     ),
                 ),
                 Variant::new(
                     "tenant(), affinity on, home slots",
                     threads,
-                    zipf_lookup(&home, tenants, &zipf, &home_requests, (threads == 1).then_some(&splits[2])),
+                    zipf_lookup(
+                        &home,
+                        tenants,
+                        &zipf,
+                        (&home_requests, &home_statements),
+                        (threads == 1).then_some(&splits[2]),
+                    ),
                 ),
             ];
             let mut variants = variants;
@@ -1244,7 +1258,7 @@ impl Bench<'_> {
             out,
             "- offline optimum (Belady's MIN: on a miss, switch the connection whose tenant is asked for again last), same Zipf traffic, 8 connections, 1,000,000 requests: **{:.1}%** hits; least recently used over the same trace: {:.1}%",
             optimum * 100.0,
-            lru_hit_rate(&trace, POOL_SIZE as usize) * 100.0,
+            lru * 100.0,
         );
         out.push('\n');
         Ok(out)
@@ -1398,8 +1412,8 @@ impl ModelPool {
     }
 
     /// The offline optimum over `trace`, which its requests then follow.
-    fn optimal(url: &str, trace: Vec<usize>) -> Result<Self, BoxError> {
-        Ok(Self { plan: Some(Plan::new(trace)), ..Self::new(url, Eviction::Optimal)? })
+    fn optimal(url: &str, plan: Plan) -> Result<Self, BoxError> {
+        Ok(Self { plan: Some(plan), ..Self::new(url, Eviction::Optimal)? })
     }
 
     fn hit_rate(&self) -> f64 {
@@ -1471,26 +1485,22 @@ impl ModelPool {
 /// The hit rate of Belady's MIN (the offline optimum without bypass: every
 /// request is served from the cache, and a miss replaces the entry asked for
 /// again last) over `trace` with `slots` entries.
-fn belady_hit_rate(trace: &[usize], slots: usize) -> f64 {
-    let mut next = vec![usize::MAX; trace.len()];
-    let mut seen = std::collections::HashMap::new();
-    for i in (0..trace.len()).rev() {
-        next[i] = seen.insert(trace[i], i).unwrap_or(usize::MAX);
-    }
-    // (tenant, index of its next request)
-    let mut cache: Vec<(usize, usize)> = Vec::with_capacity(slots);
+fn belady_hit_rate(plan: &Plan, slots: usize) -> f64 {
+    // (tenant, position of its next request)
+    let mut cache: Vec<(usize, u64)> = Vec::with_capacity(slots);
     let mut hits = 0u64;
-    for (i, &t) in trace.iter().enumerate() {
+    for position in 0..plan.trace.len() as u64 {
+        let (t, next) = plan.at(position);
         if let Some(entry) = cache.iter_mut().find(|e| e.0 == t) {
             hits += 1;
-            entry.1 = next[i];
+            entry.1 = next;
         } else if cache.len() < slots {
-            cache.push((t, next[i]));
+            cache.push((t, next));
         } else if let Some(farthest) = cache.iter_mut().max_by_key(|e| e.1) {
-            *farthest = (t, next[i]);
+            *farthest = (t, next);
         }
     }
-    hits as f64 / trace.len() as f64
+    hits as f64 / plan.trace.len() as f64
 }
 
 /// The hit rate of least-recently-used replacement over `trace` with `slots` entries.
