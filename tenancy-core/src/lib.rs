@@ -135,7 +135,7 @@ pub use migrate::{
 };
 pub use pool::{
     InstrumentationFactory, IsolationLevel, PoolState, PoolerMode, SharedConnection, TenantConnection,
-    TenantPool, TenantPoolBuilder, TransactionBuilder, TransactionOptions,
+    TenantAffinity, TenantPool, TenantPoolBuilder, TransactionBuilder, TransactionOptions,
 };
 pub use provision::{adopt, provision, provision_in, provision_with, Provisioned};
 pub use registry::{TenantRecord, TenantState, UnknownTenantState};

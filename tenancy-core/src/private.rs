@@ -154,3 +154,24 @@ pub fn session_guard_classify(sql: &str) -> Result<(), String> {
 pub fn set_home_slots(pool: &crate::TenantPool, home: bool) {
     pool.inner.eviction.store(u8::from(home), std::sync::atomic::Ordering::Relaxed);
 }
+
+/// The tenant each idle connection of `pool` serves (`None` for none), for
+/// the benchmarks: how a switching policy spreads tenants over connections.
+/// Takes every idle connection out of the pool for the moment it looks.
+pub fn idle_tenants(pool: &crate::TenantPool) -> Vec<Option<String>> {
+    let mut idle = Vec::new();
+    while let Some(conn) = pool.inner.pool.try_get() {
+        idle.push(conn);
+    }
+    let tenants = idle
+        .iter_mut()
+        .map(|conn| match crate::session::session_of(conn).map(|s| &s.state.scope) {
+            Some(crate::session::Scope::Tenant(schema)) => Some(schema.as_str().to_owned()),
+            _ => None,
+        })
+        .collect();
+    while let Some(conn) = idle.pop() {
+        drop(conn);
+    }
+    tenants
+}

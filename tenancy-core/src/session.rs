@@ -66,6 +66,9 @@ pub(crate) struct ConnState {
     /// The scope was set in the message that opened the current transaction
     /// (statements before `BEGIN` join its transaction): a rollback undoes it.
     pub(crate) scope_in_transaction: bool,
+    /// When the current borrow's checkout began, and whether it looked for
+    /// a connection serving its tenant (for the affinity tuner).
+    pub(crate) borrowed: Option<(Instant, bool)>,
 }
 
 /// The instrumentation every pooled connection carries: the session guard,

@@ -35,7 +35,7 @@ use diesel::sql_types::Text;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Zipf};
-use tenancy_core::{tenant_scoped, SchemaName, TenancyError, Tenant, TenantContext, TenantPool};
+use tenancy_core::{tenant_scoped, SchemaName, TenancyError, Tenant, TenantAffinity, TenantContext, TenantPool};
 use tenancy_tests::stats::{median, quantile};
 use tenancy_tests::{items, StatementCount};
 
@@ -125,6 +125,7 @@ fn main() -> Result<(), BoxError> {
     let started = Instant::now();
     let db = tenancy_devdb::shared()?.create_unique_database("bench_scoping")?;
     let url = without_tls(db.url());
+    let _ = SERVER_URL.set(url.clone());
     let tenants = create_tenants(&url, db.name(), settings.tenants)?;
     println!("{}", environment(&url, &settings)?);
     println!("setup: {} tenant schemas in {:.1} s\n", tenants.len(), started.elapsed().as_secs_f64());
@@ -244,32 +245,92 @@ impl<'a> Variant<'a> {
     }
 }
 
-/// Requests per second of `threads` threads running their request loops for `duration`.
-fn throughput(threads: usize, duration: Duration, make: &MakeOp<'_>) -> Result<f64, BoxError> {
+/// What one run of a variant's request loops did.
+struct Sample {
+    /// Requests per second, all threads together.
+    rate: f64,
+    requests: u64,
+    /// CPU time of the benchmark's threads (the client: diesel, the pool).
+    client: Duration,
+}
+
+/// `threads` threads running their request loops for `duration`.
+fn throughput(threads: usize, duration: Duration, make: &MakeOp<'_>) -> Result<Sample, BoxError> {
     let barrier = Barrier::new(threads);
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let barrier = &barrier;
-                s.spawn(move || -> Result<f64, BoxError> {
+                s.spawn(move || -> Result<(f64, u64, Duration), BoxError> {
                     let mut op = make(t);
                     barrier.wait();
+                    let cpu = thread_cpu()?;
                     let start = Instant::now();
                     let mut n = 0u64;
                     while start.elapsed() < duration {
                         op()?;
                         n += 1;
                     }
-                    Ok(n as f64 / start.elapsed().as_secs_f64())
+                    Ok((n as f64 / start.elapsed().as_secs_f64(), n, thread_cpu()? - cpu))
                 })
             })
             .collect();
-        let mut total = 0.0;
+        let mut sample = Sample { rate: 0.0, requests: 0, client: Duration::ZERO };
         for handle in handles {
-            total += handle.join().map_err(|_| "a benchmark thread panicked")??;
+            let (rate, n, cpu) = handle.join().map_err(|_| "a benchmark thread panicked")??;
+            sample.rate += rate;
+            sample.requests += n;
+            sample.client += cpu;
         }
-        Ok(total)
+        Ok(sample)
     })
+}
+
+/// The database's server processes, for the CPU they use: the server must
+/// run on this machine (its processes' `/proc/PID/schedstat`); elsewhere
+/// the CPU columns stay empty.
+struct ServerCpu {
+    conn: PgConnection,
+}
+
+static SERVER_URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+impl ServerCpu {
+    fn open() -> Option<Self> {
+        let conn = PgConnection::establish(SERVER_URL.get()?).ok()?;
+        let mut cpu = Self { conn };
+        // Only when the server's processes are readable here.
+        cpu.snapshot().filter(|s| !s.is_empty()).map(|_| cpu)
+    }
+
+    /// Nanoseconds on CPU so far of each server process of the database (but this one).
+    fn snapshot(&mut self) -> Option<std::collections::HashMap<i32, u64>> {
+        #[derive(QueryableByName)]
+        struct Pid {
+            #[diesel(sql_type = diesel::sql_types::Integer)]
+            pid: i32,
+        }
+        let pids: Vec<Pid> = diesel::sql_query(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .load(&mut self.conn)
+        .ok()?;
+        let mut out = std::collections::HashMap::new();
+        for Pid { pid } in pids {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/schedstat")) else { continue };
+            if let Some(ns) = stat.split_whitespace().next().and_then(|n| n.parse().ok()) {
+                out.insert(pid, ns);
+            }
+        }
+        Some(out)
+    }
+
+    /// Server CPU used between `before` and now (processes gone meanwhile are not counted).
+    fn since(&mut self, before: &std::collections::HashMap<i32, u64>) -> Option<Duration> {
+        let after = self.snapshot()?;
+        let ns = after.iter().map(|(pid, ns)| ns.saturating_sub(before.get(pid).copied().unwrap_or(0))).sum();
+        Some(Duration::from_nanos(ns))
+    }
 }
 
 /// Throughput of each variant in each round.
@@ -278,6 +339,8 @@ struct Measured {
     threads: Vec<usize>,
     /// `rounds[r][v]`: requests per second of variant `v` in round `r`.
     rounds: Vec<Vec<f64>>,
+    /// Per variant, over all rounds: requests, client CPU, server CPU (when readable).
+    cpu: Vec<(u64, Duration, Option<Duration>)>,
 }
 
 fn measure(settings: &Settings, variants: &[Variant<'_>]) -> Result<Measured, BoxError> {
@@ -295,12 +358,24 @@ fn measure_with_warmup(
     for v in variants {
         throughput(v.threads, warmup, &v.make)?;
     }
+    let mut server = ServerCpu::open();
+    let mut cpu = vec![(0, Duration::ZERO, server.as_ref().map(|_| Duration::ZERO)); variants.len()];
     let mut rounds = Vec::with_capacity(settings.rounds);
     for r in 0..settings.rounds {
         let mut round = vec![0.0; variants.len()];
         for k in 0..variants.len() {
             let v = (r + k) % variants.len();
-            round[v] = throughput(variants[v].threads, settings.sample, &variants[v].make)?;
+            let before = server.as_mut().and_then(ServerCpu::snapshot);
+            let sample = throughput(variants[v].threads, settings.sample, &variants[v].make)?;
+            let used = match (server.as_mut(), before) {
+                (Some(server), Some(before)) => server.since(&before),
+                _ => None,
+            };
+            round[v] = sample.rate;
+            let (requests, client, on_server) = &mut cpu[v];
+            *requests += sample.requests;
+            *client += sample.client;
+            *on_server = on_server.zip(used).map(|(total, used)| total + used);
         }
         rounds.push(round);
     }
@@ -308,6 +383,7 @@ fn measure_with_warmup(
         names: variants.iter().map(|v| v.name.clone()).collect(),
         threads: variants.iter().map(|v| v.threads).collect(),
         rounds,
+        cpu,
     })
 }
 
@@ -329,6 +405,14 @@ impl Measured {
     fn ratio_iqr(&self, v: usize, base: usize) -> (f64, f64) {
         let ratios: Vec<f64> = self.rounds.iter().map(|r| r[v] / r[base]).collect();
         (quantile(ratios.clone(), 0.25), quantile(ratios, 0.75))
+    }
+
+    /// " client | server |" CPU microseconds per request of `v` over all rounds.
+    fn cpu_cells(&self, v: usize) -> String {
+        let (requests, client, server) = self.cpu[v];
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / requests.max(1) as f64;
+        let server = server.map_or_else(|| String::from("-"), |d| format!("{:.0}", per(d)));
+        format!(" {:.0} | {server} |", per(client))
     }
 
     /// Microseconds per request as one thread sees it.
@@ -422,7 +506,7 @@ fn plain_pool(url: &str, test_on_check_out: bool) -> Result<PlainPool, BoxError>
         .build(ConnectionManager::<PgConnection>::new(url))?)
 }
 
-fn our_pool(url: &str, guard: bool, affinity: bool) -> Result<TenantPool, BoxError> {
+fn our_pool(url: &str, guard: bool, affinity: TenantAffinity) -> Result<TenantPool, BoxError> {
     let pool = TenantPool::builder()
         .max_size(POOL_SIZE)
         .session_guard(guard)
@@ -659,9 +743,9 @@ impl Bench<'_> {
         let (url, tenants) = (self.url, self.tenants);
         let plain_default = plain_pool(url, true)?;
         let plain_same = plain_pool(url, false)?;
-        let ours = our_pool(url, true, true)?;
-        let ours_unguarded = our_pool(url, false, true)?;
-        let ours_no_affinity = our_pool(url, true, false)?;
+        let ours = our_pool(url, true, TenantAffinity::Adaptive)?;
+        let ours_unguarded = our_pool(url, false, TenantAffinity::Adaptive)?;
+        let ours_no_affinity = our_pool(url, true, TenantAffinity::Never)?;
         let many = self.rotating(10_000);
         let rotating_many = format!("tenant(), rotating over {many}");
         let naive_many = format!("SET search_path per checkout, rotating over {many}");
@@ -806,8 +890,8 @@ impl Bench<'_> {
         let (url, tenants) = (self.url, self.tenants);
         let plain_default = plain_pool(url, true)?;
         let plain_same = plain_pool(url, false)?;
-        let ours = our_pool(url, true, true)?;
-        let ours_unguarded = our_pool(url, false, true)?;
+        let ours = our_pool(url, true, TenantAffinity::Adaptive)?;
+        let ours_unguarded = our_pool(url, false, TenantAffinity::Adaptive)?;
         let many = self.rotating(10_000);
         let variants = vec![
             Variant::new(PLAIN_TX_DEFAULTS, 1, plain_transaction(&plain_default)),
@@ -859,7 +943,7 @@ impl Bench<'_> {
         let (url, tenants) = (self.url, self.tenants);
         let plain_default = plain_pool(url, true)?;
         let plain_same = plain_pool(url, false)?;
-        let ours = our_pool(url, true, true)?;
+        let ours = our_pool(url, true, TenantAffinity::Adaptive)?;
         let dal = ItemsDal { tenant: ours.for_tenant(tenants[0].clone()) };
         let dal = &dal;
         let variants = vec![
@@ -904,8 +988,8 @@ impl Bench<'_> {
         let (url, tenants) = (self.url, self.tenants);
         let plain_default = plain_pool(url, true)?;
         let plain_same = plain_pool(url, false)?;
-        let ours = our_pool(url, true, true)?;
-        let ours_unguarded = our_pool(url, false, true)?;
+        let ours = our_pool(url, true, TenantAffinity::Adaptive)?;
+        let ours_unguarded = our_pool(url, false, TenantAffinity::Adaptive)?;
         let mut out =
             format!("### Point lookup, 1, 4 and 16 threads on a pool of 8 (scenario 6)\n\n{HEADER}");
         for threads in [1, 4, 16] {
@@ -941,8 +1025,8 @@ impl Bench<'_> {
     fn client_cpu(&self) -> Result<String, BoxError> {
         let (url, tenants) = (self.url, self.tenants);
         let plain_same = plain_pool(url, false)?;
-        let ours = our_pool(url, true, true)?;
-        let ours_unguarded = our_pool(url, false, true)?;
+        let ours = our_pool(url, true, TenantAffinity::Adaptive)?;
+        let ours_unguarded = our_pool(url, false, TenantAffinity::Adaptive)?;
         let requests: u64 = if self.settings.quick { 2_000 } else { 40_000 };
         let cases: Vec<(&str, MakeOp<'_>)> = vec![
             ("plain diesel, same settings: point lookup", Box::new(plain_lookup(&plain_same))),
@@ -1014,8 +1098,8 @@ impl Bench<'_> {
         let mut points = Vec::new();
         for &n in &counts {
             // Pools of their own per row: fewer connections open at once.
-            let ours = our_pool(url, true, true)?;
-            let home = our_pool(url, true, true)?;
+            let ours = our_pool(url, true, TenantAffinity::Adaptive)?;
+            let home = our_pool(url, true, TenantAffinity::Always)?;
             tenancy_core::__private::set_home_slots(&home, true);
             let variants = vec![
                 Variant::new(PLAIN_DEFAULTS, 1, plain_lookup(&plain_default)),
@@ -1060,7 +1144,7 @@ impl Bench<'_> {
         let zipf = Popularity::new(tenants.len(), ZIPF_S)?;
         let plain_default = plain_pool(url, true)?;
         let plain_same = plain_pool(url, false)?;
-        let counted = |affinity: bool| -> Result<(TenantPool, StatementCount), BoxError> {
+        let counted = |affinity: TenantAffinity| -> Result<(TenantPool, StatementCount), BoxError> {
             let count = StatementCount::default();
             let for_pool = count.clone();
             let pool = TenantPool::builder()
@@ -1071,9 +1155,10 @@ impl Bench<'_> {
             wait_for_connections(&pool)?;
             Ok((pool, count))
         };
-        let (with, with_statements) = counted(true)?;
-        let (without, without_statements) = counted(false)?;
-        let (home, home_statements) = counted(true)?;
+        let (with, with_statements) = counted(TenantAffinity::Adaptive)?;
+        let (always, always_statements) = counted(TenantAffinity::Always)?;
+        let (without, without_statements) = counted(TenantAffinity::Never)?;
+        let (home, home_statements) = counted(TenantAffinity::Always)?;
         tenancy_core::__private::set_home_slots(&home, true);
         let home_requests = AtomicU64::new(0);
         // The request sequence the offline optimum follows (and Belady's hit rate is taken over).
@@ -1089,11 +1174,12 @@ impl Bench<'_> {
             ModelPool::optimal(url, plan)?,
         ];
         let with_requests = AtomicU64::new(0);
+        let always_requests = AtomicU64::new(0);
         let without_requests = AtomicU64::new(0);
-        // Ours: default, affinity off, home slots; then the three model pools.
-        let splits: [Split; 6] = Default::default();
+        // Ours: default, affinity off, home slots; then the three model pools; then affinity always on.
+        let splits: [Split; 7] = Default::default();
         let mut out = format!(
-            "### Zipf traffic (s = {ZIPF_S}) over {} tenants, pool of 8\n\n{} hit rate | vs SET per checkout | backend memory, 8 backends |\n{}---:|---:|---:|\n",
+            "### Zipf traffic (s = {ZIPF_S}) over {} tenants, pool of 8\n\n{} hit rate | vs SET per checkout | backend memory, 8 backends | client CPU µs/req | server CPU µs/req |\n{}---:|---:|---:|---:|---:|\n",
             tenants.len(),
             HEADER.lines().next().unwrap_or_default(),
             HEADER.lines().nth(1).unwrap_or_default(),
@@ -1103,6 +1189,7 @@ impl Bench<'_> {
             splits.iter().for_each(Split::reset);
             for (statements, requests) in [
                 (&with_statements, &with_requests),
+                (&always_statements, &always_requests),
                 (&without_statements, &without_requests),
                 (&home_statements, &home_requests),
             ] {
@@ -1113,7 +1200,7 @@ impl Bench<'_> {
                 Variant::new(PLAIN_DEFAULTS, threads, plain_lookup(&plain_default)),
                 Variant::new(PLAIN_SAME, threads, plain_lookup(&plain_same)),
                 Variant::new(
-                    "tenant(), affinity on (the default: least asked-for evicted)",
+                    "tenant(), the default (affinity adaptive)",
                     threads,
                     zipf_lookup(
                         &with,
@@ -1127,6 +1214,17 @@ impl Bench<'_> {
                     "SET search_path per checkout",
                     threads,
                     zipf_naive_lookup(&plain_same, tenants, &zipf),
+                ),
+                Variant::new(
+                    "tenant(), affinity always on (least asked-for evicted)",
+                    threads,
+                    zipf_lookup(
+                        &always,
+                        tenants,
+                        &zipf,
+                        (&always_requests, &always_statements),
+                        (threads == 1).then_some(&splits[6]),
+                    ),
                 ),
                 Variant::new(
                     "tenant(), affinity off",
@@ -1186,14 +1284,49 @@ impl Bench<'_> {
             // Before the memory queries, which send statements of their own.
             let measured_hits = [
                 hit_rate(&with_statements, &with_requests),
+                hit_rate(&always_statements, &always_requests),
                 hit_rate(&without_statements, &without_requests),
                 hit_rate(&home_statements, &home_requests),
             ];
+            {
+                // Which tenants (by popularity rank, 0 the most asked-for) the
+                // pools' connections serve at the end of the rounds.
+                let ranks = |pool: &TenantPool| {
+                    let mut ranks: Vec<String> = tenancy_core::__private::idle_tenants(pool)
+                        .into_iter()
+                        .map(|t| {
+                            t.and_then(|t| tenants.iter().position(|s| s.as_str() == t))
+                                .map_or_else(|| String::from("none"), |r| r.to_string())
+                        })
+                        .collect();
+                    ranks.sort_by_key(|r| r.parse::<usize>().unwrap_or(usize::MAX));
+                    ranks.join(", ")
+                };
+                let _ = writeln!(
+                    split_notes,
+                    "- {threads} thread(s), popularity ranks of the tenants the 8 connections serve at the end (0 the most asked-for): default [{}]; affinity always on [{}]; affinity off [{}]; home slots [{}]",
+                    ranks(&with),
+                    ranks(&always),
+                    ranks(&without),
+                    ranks(&home),
+                );
+                let state = with.state();
+                let _ = writeln!(
+                    split_notes,
+                    "- {threads} thread(s), the default's tuner at the end: affinity {}; last comparison: {}",
+                    if state.affinity { "on" } else { "off" },
+                    state.affinity_measured.map_or_else(
+                        || String::from("none yet"),
+                        |(off, on)| format!("{:.1} µs per borrow off, {:.1} µs on", off.as_secs_f64() * 1e6, on.as_secs_f64() * 1e6)
+                    ),
+                );
+            }
             let memory = [
                 pool_memory(&plain_default)?,
                 pool_memory(&plain_same)?,
                 tenant_pool_memory(&with, tenants)?,
                 None,
+                tenant_pool_memory(&always, tenants)?,
                 tenant_pool_memory(&without, tenants)?,
                 tenant_pool_memory(&home, tenants)?,
                 model_memory(&models[0])?,
@@ -1203,16 +1336,15 @@ impl Bench<'_> {
             out += &m.rows(PLAIN_DEFAULTS, PLAIN_SAME, |v| {
                 let hits = match v {
                     2 => measured_hits[0].clone(),
-                    4 => measured_hits[1].clone(),
-                    5 => measured_hits[2].clone(),
-                    6..=8 => format!(" {:.1}% |", models[v - 6].hit_rate() * 100.0),
+                    4..=6 => measured_hits[v - 3].clone(),
+                    7..=9 => format!(" {:.1}% |", models[v - 7].hit_rate() * 100.0),
                     _ => String::from(" - |"),
                 };
                 let versus =
                     if v >= 2 { format!(" {:.2}× |", m.ratio(v, naive)) } else { String::from(" - |") };
                 let mib = memory[v]
                     .map_or_else(|| String::from(" - |"), |b| format!(" {:.1} MiB |", b as f64 / 1048576.0));
-                Some(format!("{hits}{versus}{mib}"))
+                Some(format!("{hits}{versus}{mib}{}", m.cpu_cells(v)))
             });
             {
                 // What any policy that switches with one message could reach:
@@ -1239,6 +1371,7 @@ impl Bench<'_> {
                     "model, connection handed out",
                     "model, least recently used",
                     "model, offline optimum",
+                    "affinity always on",
                 ];
                 let _ = writeln!(
                     split_notes,

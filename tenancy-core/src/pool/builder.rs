@@ -14,7 +14,7 @@ use super::manager::{InstrumentationFactory, Manager, Opening};
 use super::roster::Roster;
 use super::slots::Slots;
 use super::stats::Counters;
-use super::{PoolInner, TenantPool};
+use super::{PoolInner, TenantAffinity, TenantPool};
 use crate::config::ConfigError;
 use crate::error::TenancyError;
 use crate::guard::Catalog;
@@ -82,7 +82,7 @@ pub struct TenantPoolBuilder {
     statement_cache: bool,
     pub(super) max_tenants_per_connection: Option<usize>,
     session_guard: bool,
-    pub(super) affinity: bool,
+    pub(super) affinity: TenantAffinity,
     always_restore: bool,
     tenant_cache_ttl: Duration,
     drop_notifications: bool,
@@ -106,7 +106,7 @@ impl Default for TenantPoolBuilder {
             statement_cache: true,
             max_tenants_per_connection: None,
             session_guard: true,
-            affinity: true,
+            affinity: TenantAffinity::Adaptive,
             always_restore: false,
             tenant_cache_ttl: Duration::from_secs(60),
             drop_notifications: true,
@@ -173,23 +173,6 @@ impl TenantPoolBuilder {
         /// memory grows with every tenant it serves. Retiring after `k` tenants
         /// bounds it. Default: `None` (bounded only by `max_lifetime`).
         max_tenants_per_connection(Option<usize>) => max_tenants_per_connection;
-        /// Prefer an idle connection that already serves the requested tenant
-        /// over the most recently returned one, and on a switch take the idle
-        /// connection whose tenant was asked for least lately (counts halved
-        /// every 8,192 checkouts), the most recently used among equals. Hot
-        /// tenants thus keep connections of their own, and the rest share the
-        /// connection that serves whatever is cold, whose backend stays busy
-        /// and warm. A switch costs a round trip plus PostgreSQL re-planning
-        /// cached statements; with skewed traffic this turns the hot tenants'
-        /// switches into hits. That shared connection serves many tenants:
-        /// `max_tenants_per_connection` bounds its memory. Default: `true`.
-        ///
-        /// `false` hands out the most recently returned connection and switches
-        /// it as needed, so a thread keeps one backend busy: measured faster
-        /// for large, flat tenant sets served by several threads at once
-        /// (BENCHMARKS.md, "Affinity"), slower wherever a set of hot tenants
-        /// fits the pool.
-        tenant_affinity(bool) => affinity;
         /// How long a proof that a tenant is registered is trusted before it is
         /// proven again (in the same message as the checkout's own statement,
         /// or as the one statement of a checkout that would otherwise send
@@ -215,6 +198,32 @@ impl TenantPoolBuilder {
         /// the coordinator as plain schemas. Ignored on plain PostgreSQL.
         /// Default: `true`.
         distribute_tenants(bool) => distribute_tenants;
+    }
+
+    /// Whether a checkout looks through the idle connections for one that
+    /// already serves the requested tenant, and on a switch takes the idle
+    /// connection whose tenant was asked for least lately (counts halved
+    /// every 8,192 checkouts), the most recently used among equals. Hot
+    /// tenants thus keep connections of their own and the rest share the
+    /// connection that serves whatever is cold. Without it the pool hands out
+    /// the most recently returned connection and switches it as needed, so a
+    /// thread keeps one backend busy.
+    ///
+    /// Neither wins everywhere: looking turns the switches of a hot set of
+    /// tenants that fits the pool into hits (2–3× faster over a few tenants
+    /// in BENCHMARKS.md), and costs CPU where tenants are many and flat and
+    /// several threads draw on the pool at once (its requests spread over
+    /// backends that sat idle). The default, [`TenantAffinity::Adaptive`],
+    /// measures both on the pool's own traffic (the mean time a connection is
+    /// borrowed, over epochs of 2,048 checkouts, compared in turn) and uses
+    /// the faster, comparing again from time to time; [`TenantPool::state`]
+    /// says which is in use and what was measured. `true` or
+    /// [`TenantAffinity::Always`] always looks, `false` or
+    /// [`TenantAffinity::Never`] never does. Behind a transaction pooler
+    /// connections carry no tenant and nothing is looked for.
+    pub fn tenant_affinity(mut self, affinity: impl Into<TenantAffinity>) -> Self {
+        self.affinity = affinity.into();
+        self
     }
 
     /// The schema holding tables shared by all tenants, used by
@@ -326,7 +335,7 @@ impl TenantPoolBuilder {
                 pooler_mode: self.pooler_mode,
                 connection_timeout: self.connection_timeout,
                 max_tenants_per_connection: self.max_tenants_per_connection,
-                affinity: self.affinity,
+                tuner: super::tuner::Tuner::new(self.affinity),
                 slots,
                 heat: Default::default(),
                 eviction: Default::default(),

@@ -36,6 +36,9 @@ impl TenantPool {
         }
         session.phase = Phase::Pool;
         session.state.refused = false;
+        if let Some((at, affinity)) = session.state.borrowed.take() {
+            self.inner.tuner.returned(affinity, at.elapsed());
+        }
         if std::mem::take(&mut session.state.scope_in_transaction) {
             // Checked in without the pool's commit: the transaction that set it ended otherwise.
             session.state.scope = Scope::Unknown;

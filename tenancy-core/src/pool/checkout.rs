@@ -89,7 +89,11 @@ impl TenantPool {
                 return Err(TenancyError::ReservedSchema { schema: schema.clone(), role });
             }
         }
+        let started = Instant::now();
         let internal = matches!(target, Target::Internal(_));
+        // Whether this checkout is the affinity tuner's to count and time.
+        let tuned = !internal && self.inner.pooler_mode == PoolerMode::Session;
+        let affinity = tuned && self.inner.tuner.on();
         let span = if internal {
             tracing::Span::none()
         } else {
@@ -101,7 +105,7 @@ impl TenantPool {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut conn = self.pick(&target)?;
+            let mut conn = self.pick(&target, affinity)?;
             match self.prepare(&mut conn, &target, &purpose) {
                 Ok(count) => {
                     if let (Some(session), Purpose::Session) = (session_of(&mut conn), purpose) {
@@ -110,6 +114,12 @@ impl TenantPool {
                     if !internal {
                         self.inner.counters.add(count);
                         span.record("switched", matches!(count, Count::Switch));
+                    }
+                    if tuned {
+                        self.inner.tuner.checked_out();
+                        if let Some(session) = session_of(&mut conn) {
+                            session.state.borrowed = Some((started, affinity));
+                        }
                     }
                     return Ok(conn);
                 }
@@ -162,21 +172,22 @@ impl TenantPool {
     }
 
     /// The connection r2d2 hands out if it already serves `target`, else
-    /// (with affinity on) an idle one that does, else the idle connection
+    /// (with `affinity`) an idle one that does, else the idle connection
     /// whose tenant was asked for least lately, the most recently used among
     /// equals: hot tenants keep their connections, cold ones share the one
     /// switched last, whose backend stays warm. (With home slots, a setting
     /// for the benchmarks, the idle one of the tenant's two home slots used
     /// least recently, else the idle connection used least recently.)
     /// Connections looked at and not taken go back at once, in their order.
-    fn pick(&self, target: &Target<'_>) -> Result<Pooled, TenancyError> {
+    fn pick(&self, target: &Target<'_>, affinity: bool) -> Result<Pooled, TenancyError> {
         let mut first = self.wait_for_connection()?;
-        let looks = self.inner.affinity
-            && self.inner.pooler_mode == PoolerMode::Session
-            && !matches!(target, Target::Internal(_));
-        if let (true, Target::Tenant(schema)) = (looks, target) {
+        let session_mode = self.inner.pooler_mode == PoolerMode::Session;
+        if let (true, true, Target::Tenant(schema)) = (session_mode, self.inner.tuner.ever_on(), target) {
+            // Counted whether or not this checkout looks, so that the counts
+            // are current when the tuner turns looking on.
             self.inner.heat.touch(schema);
         }
+        let looks = affinity && !matches!(target, Target::Internal(_));
         if !looks || serves(&mut first, target) {
             return Ok(first);
         }

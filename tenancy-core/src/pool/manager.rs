@@ -111,6 +111,7 @@ impl r2d2::ManageConnection for Manager {
                 sequences: false,
                 refused: false,
                 scope_in_transaction: false,
+                borrowed: None,
             },
             phase: Phase::Pool,
             user: self.instrumentation.as_ref().map(|make| make()),

@@ -22,6 +22,7 @@ pub(crate) mod slots;
 mod stats;
 mod traits;
 mod transaction;
+mod tuner;
 
 use std::fmt;
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub use connection::{SharedConnection, TenantConnection};
 pub use manager::InstrumentationFactory;
 pub use options::{IsolationLevel, TransactionBuilder, TransactionOptions};
 pub use stats::PoolState;
+pub use tuner::TenantAffinity;
 pub(crate) use transaction::run_open;
 
 use crate::error::TenancyError;
@@ -75,7 +77,7 @@ pub struct TenantPool {
 }
 
 pub(crate) struct PoolInner {
-    pool: r2d2::Pool<manager::Manager>,
+    pub(crate) pool: r2d2::Pool<manager::Manager>,
     /// Tells this pool's connections from any other's.
     id: u64,
     pub(crate) layout: Layout,
@@ -83,7 +85,8 @@ pub(crate) struct PoolInner {
     pooler_mode: PoolerMode,
     connection_timeout: Duration,
     max_tenants_per_connection: Option<usize>,
-    affinity: bool,
+    /// Whether checkouts look for a connection serving their tenant.
+    pub(crate) tuner: tuner::Tuner,
     /// The slot numbers of the pool's connections (tenants' homes).
     slots: Arc<slots::Slots>,
     /// How often each tenant was asked for lately.
@@ -147,7 +150,7 @@ impl TenantPool {
     /// tenants not found, retirements, time waited for a connection).
     pub fn state(&self) -> PoolState {
         let s = self.inner.pool.state();
-        self.inner.counters.snapshot(s.connections, s.idle_connections)
+        self.inner.counters.snapshot(s.connections, s.idle_connections, self.inner.tuner.reading())
     }
 
     /// The exact `search_path` value a connection for `schema` gets: the

@@ -5,6 +5,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::tuner::Reading;
+
 /// Counters shared by a pool and its connection manager.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -60,7 +62,7 @@ impl Counters {
         }
     }
 
-    pub(crate) fn snapshot(&self, connections: u32, idle_connections: u32) -> PoolState {
+    pub(crate) fn snapshot(&self, connections: u32, idle_connections: u32, tuner: Reading) -> PoolState {
         let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
         PoolState {
             connections,
@@ -73,6 +75,11 @@ impl Counters {
             timeouts: read(&self.timeouts),
             wait_time: Duration::from_nanos(read(&self.wait_nanos)),
             not_committed: read(&self.not_committed),
+            affinity: tuner.on,
+            affinity_measured: tuner.last.map(|(off, on)| {
+                let micros = |m: f64| Duration::from_nanos((m * 1000.0) as u64);
+                (micros(off), micros(on))
+            }),
         }
     }
 }
@@ -111,4 +118,12 @@ pub struct PoolState {
     /// Scopes behind a transaction pooler whose transaction did not commit
     /// when their connection was dropped (see `TenantConnection::close`).
     pub not_committed: u64,
+    /// Whether checkouts look for an idle connection already serving their
+    /// tenant at the moment (see
+    /// [`TenantPoolBuilder::tenant_affinity`](crate::TenantPoolBuilder::tenant_affinity)).
+    pub affinity: bool,
+    /// With [`TenantAffinity::Adaptive`](crate::TenantAffinity::Adaptive),
+    /// the mean time a connection was borrowed with affinity off and with it
+    /// on, in the last comparison of the two (`None` before the first).
+    pub affinity_measured: Option<(Duration, Duration)>,
 }
