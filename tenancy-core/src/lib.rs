@@ -134,8 +134,8 @@ pub use migrate::{
     TenantMigration, TenantOutcome,
 };
 pub use pool::{
-    InstrumentationFactory, IsolationLevel, PoolState, PoolerMode, SharedConnection, TenantConnection,
-    TenantAffinity, TenantPool, TenantPoolBuilder, TransactionBuilder, TransactionOptions,
+    InstrumentationFactory, IsolationLevel, PoolState, PoolerMode, SharedConnection, TenantAffinity,
+    TenantConnection, TenantPool, TenantPoolBuilder, TransactionBuilder, TransactionOptions,
 };
 pub use provision::{adopt, provision, provision_in, provision_with, Provisioned};
 pub use registry::{TenantRecord, TenantState, UnknownTenantState};

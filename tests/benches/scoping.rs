@@ -35,7 +35,9 @@ use diesel::sql_types::Text;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Zipf};
-use tenancy_core::{tenant_scoped, SchemaName, TenancyError, Tenant, TenantAffinity, TenantContext, TenantPool};
+use tenancy_core::{
+    tenant_scoped, SchemaName, TenancyError, Tenant, TenantAffinity, TenantContext, TenantPool,
+};
 use tenancy_tests::stats::{median, quantile};
 use tenancy_tests::{items, StatementCount};
 
@@ -1317,7 +1319,11 @@ impl Bench<'_> {
                     if state.affinity { "on" } else { "off" },
                     state.affinity_measured.map_or_else(
                         || String::from("none yet"),
-                        |(off, on)| format!("{:.1} µs per borrow off, {:.1} µs on", off.as_secs_f64() * 1e6, on.as_secs_f64() * 1e6)
+                        |(off, on)| format!(
+                            "{:.1} µs per borrow off, {:.1} µs on",
+                            off.as_secs_f64() * 1e6,
+                            on.as_secs_f64() * 1e6
+                        )
                     ),
                 );
             }

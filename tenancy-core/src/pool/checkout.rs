@@ -210,11 +210,20 @@ impl TenantPool {
                 .map_or(0, |(_, _, i)| i)
         } else {
             // The tenant asked for least lately; among equals the most
-            // recently used (`idle` is in r2d2's most-recent-first order).
+            // recently used (`idle` is in r2d2's most-recent-first order). A
+            // second idle connection serving the same tenant counts as cold:
+            // a hot tenant asked for by several threads at once would
+            // otherwise keep every connection it ever took, and leave the
+            // rest of the traffic too few.
+            let mut seen: Vec<SchemaName> = Vec::with_capacity(idle.len());
             (0..idle.len())
                 .map(|i| {
                     let heat = session_of(&mut idle[i]).map_or(0, |s| match &s.state.scope {
-                        Scope::Tenant(schema) => self.inner.heat.of(schema),
+                        Scope::Tenant(schema) if seen.contains(schema) => 0,
+                        Scope::Tenant(schema) => {
+                            seen.push(schema.clone());
+                            self.inner.heat.of(schema)
+                        }
                         _ => 0,
                     });
                     (heat, i)

@@ -38,8 +38,8 @@ pub use connection::{SharedConnection, TenantConnection};
 pub use manager::InstrumentationFactory;
 pub use options::{IsolationLevel, TransactionBuilder, TransactionOptions};
 pub use stats::PoolState;
-pub use tuner::TenantAffinity;
 pub(crate) use transaction::run_open;
+pub use tuner::TenantAffinity;
 
 use crate::error::TenancyError;
 use crate::layout::Layout;

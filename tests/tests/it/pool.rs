@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use tenancy_core::{PoolerMode, SchemaName, TenancyError, TenantPool};
+use tenancy_core::{PoolerMode, SchemaName, TenancyError, TenantAffinity, TenantPool};
 use tenancy_tests::{
     admin, backend_pid, current_schemas, items, logged_pool, pool_of_one, rows_of, scalar_i64, search_path,
     tags, unique_schema, url, Schemas, StatementLog, ITEMS_DDL,
@@ -451,6 +451,76 @@ fn affinity_hands_out_the_connection_already_serving_the_tenant() {
     assert!(log.take().is_empty(), "affinity found the idle connection serving A");
     pool.transaction(b, |_| Ok::<_, TenancyError>(())).unwrap();
     assert_eq!(log.take(), vec![String::from("BEGIN"), String::from("COMMIT")]);
+}
+
+#[test]
+fn affinity_switches_a_hot_tenants_second_idle_connection_before_a_colder_tenants_only_one() {
+    let schemas = Schemas::create("surplus", 3, ITEMS_DDL);
+    let [hot, warm, cold] = [&schemas.names[0], &schemas.names[1], &schemas.names[2]];
+    let (pool, log) = logged_pool(3);
+    for _ in 0..20 {
+        drop(pool.tenant(hot).unwrap());
+    }
+    // Asked for twice at once, the hot tenant takes a second connection.
+    let first = pool.tenant(hot).unwrap();
+    let second = pool.tenant(hot).unwrap();
+    let other = pool.tenant(warm).unwrap();
+    drop(other);
+    drop(second);
+    drop(first);
+    // Idle: the hot tenant's two connections (asked for 22 times), the warm one's (once).
+    drop(pool.tenant(cold).unwrap());
+    log.take();
+    // The cold tenant took the hot tenant's spare: both others keep theirs.
+    drop(pool.tenant(warm).unwrap());
+    drop(pool.tenant(hot).unwrap());
+    assert!(log.take().is_empty(), "a tenant lost its only connection to a hot tenant's spare");
+}
+
+#[test]
+fn adaptive_affinity_compares_both_settings_on_real_traffic_and_keeps_the_faster() {
+    let schemas = Schemas::create("adaptive", 2, ITEMS_DDL);
+    let (a, b) = schemas.pair();
+    // Two tenants taking turns on a pool of two: with affinity each finds its
+    // own connection (nothing sent); without it, the connection handed out
+    // (the one returned last) serves the other tenant, and every checkout switches.
+    let pool = TenantPool::builder().max_size(2).build(&url()).unwrap();
+    assert_eq!(pool.state().affinity_measured, None);
+    assert!(pool.state().affinity, "the adaptive pool starts with affinity on");
+    let mut checkouts = 0u64;
+    while pool.state().affinity_measured.is_none() {
+        assert!(checkouts < 100_000, "no comparison after {checkouts} checkouts");
+        drop(pool.tenant(a).unwrap());
+        drop(pool.tenant(b).unwrap());
+        checkouts += 2;
+    }
+    let state = pool.state();
+    let (off, on) = state.affinity_measured.unwrap();
+    assert!(off > on, "switching on every checkout measured faster than hits: {state:?}");
+    assert!(state.affinity, "{state:?}");
+    // The comparison really ran without affinity: two epochs of switches.
+    assert!(state.switches > 2 * 2_000, "{state:?}");
+    // And with affinity back on, taking turns switches nothing (once each
+    // tenant has a connection again: the comparison ended without affinity).
+    for _ in 0..2 {
+        drop(pool.tenant(a).unwrap());
+        drop(pool.tenant(b).unwrap());
+    }
+    let before = pool.state().switches;
+    for _ in 0..100 {
+        drop(pool.tenant(a).unwrap());
+        drop(pool.tenant(b).unwrap());
+    }
+    assert_eq!(pool.state().switches, before);
+    // Fixed settings never compare.
+    for fixed in [TenantAffinity::Always, TenantAffinity::Never] {
+        let pool = TenantPool::builder().max_size(2).tenant_affinity(fixed).build(&url()).unwrap();
+        for _ in 0..40_000 {
+            drop(pool.tenant(a).unwrap());
+        }
+        assert_eq!(pool.state().affinity_measured, None);
+        assert_eq!(pool.state().affinity, fixed == TenantAffinity::Always);
+    }
 }
 
 /// Waits until the pool has opened all its `size` connections.
