@@ -181,13 +181,13 @@ impl TenantPool {
     /// Connections looked at and not taken go back at once, in their order.
     fn pick(&self, target: &Target<'_>, affinity: bool) -> Result<Pooled, TenancyError> {
         let mut first = self.wait_for_connection()?;
-        let session_mode = self.inner.pooler_mode == PoolerMode::Session;
-        if let (true, true, Target::Tenant(schema)) = (session_mode, self.inner.tuner.ever_on(), target) {
-            // Counted whether or not this checkout looks, so that the counts
-            // are current when the tuner turns looking on.
+        let looks = affinity && !matches!(target, Target::Internal(_));
+        if let (true, Target::Tenant(schema)) = (looks, target) {
+            // Only while looking: the counts are a lock every thread takes.
+            // Counts from before a spell without affinity rank the same hot
+            // tenants, and halve away as new ones come in.
             self.inner.heat.touch(schema);
         }
-        let looks = affinity && !matches!(target, Target::Internal(_));
         if !looks || serves(&mut first, target) {
             return Ok(first);
         }

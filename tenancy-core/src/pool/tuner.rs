@@ -13,8 +13,9 @@
 //! hits both alike) by the mean time a connection is borrowed, from the
 //! start of the checkout to its return. The other setting takes over only
 //! when it is faster by more than [`MARGIN`]; a choice confirmed doubles the
-//! period before the next comparison (up to [`MAX_PERIOD`]), so a settled
-//! pool spends under 2% of its epochs on the setting that lost.
+//! period before the next comparison (up to [`MAX_PERIOD`], at once when the
+//! other was slower by more than [`FAR_BEHIND`]), so a settled pool spends
+//! under 2% of its epochs on the setting that lost.
 //!
 //! The hot path is two relaxed atomic additions per checkout and two per
 //! return; a lock is taken only at the end of an epoch, by one thread.
@@ -31,6 +32,9 @@ pub(crate) const FIRST_PERIOD: u32 = 8;
 pub(crate) const MAX_PERIOD: u32 = 128;
 /// How much faster the other setting must be to take over.
 pub(crate) const MARGIN: f64 = 0.02;
+/// A setting this much slower than the chosen one is tried again only after
+/// [`MAX_PERIOD`]: each epoch spent on it costs that much.
+pub(crate) const FAR_BEHIND: f64 = 0.25;
 /// Epochs of a comparison.
 const COMPARED: u8 = 4;
 
@@ -119,11 +123,6 @@ impl Tuner {
         self.on.load(Ordering::Relaxed)
     }
 
-    /// Whether affinity may ever be on (heat is counted only then).
-    pub(crate) fn ever_on(&self) -> bool {
-        self.adaptive || self.on()
-    }
-
     /// Counts a checkout; the last of an epoch moves the tuner on.
     pub(crate) fn checked_out(&self) {
         if !self.adaptive {
@@ -201,6 +200,8 @@ impl Tuner {
             state.chosen = !state.chosen;
             state.period = FIRST_PERIOD;
             tracing::debug!(target: "tenancy", affinity = state.chosen, off_micros = off, on_micros = on, "tenant affinity changed");
+        } else if other > chosen * (1.0 + FAR_BEHIND) {
+            state.period = MAX_PERIOD;
         } else {
             state.period = (state.period * 2).min(MAX_PERIOD);
         }
@@ -246,9 +247,20 @@ mod tests {
         let tuner = Tuner::new(TenantAffinity::Adaptive);
         let settings = run(&tuner, 200, |on| if on { 100 } else { 250 });
         assert!(tuner.on());
-        let off = settings.iter().filter(|&&on| !on).count();
-        // Comparisons after 8, 16, 32, 64 epochs...: two epochs off each.
-        assert!(off <= 10, "{off} epochs off");
+        // Off 2.5 times slower: after the first comparison (epochs 8-11) the
+        // next comes only after the longest period.
+        let off: Vec<usize> = (0..settings.len()).filter(|&i| !settings[i]).collect();
+        assert_eq!(off, vec![8, 11, 12 + MAX_PERIOD as usize, 15 + MAX_PERIOD as usize]);
+    }
+
+    #[test]
+    fn a_close_race_is_compared_again_at_doubling_intervals() {
+        let tuner = Tuner::new(TenantAffinity::Adaptive);
+        let settings = run(&tuner, 200, |on| if on { 100 } else { 110 });
+        assert!(tuner.on());
+        // Comparisons starting at epochs 8, 28, 64, 132: two epochs off each.
+        let off: Vec<usize> = (0..settings.len()).filter(|&i| !settings[i]).collect();
+        assert_eq!(off, vec![8, 11, 28, 31, 64, 67, 132, 135]);
     }
 
     #[test]
