@@ -15,7 +15,9 @@
 //! when it is faster by more than [`MARGIN`]; a choice confirmed doubles the
 //! period before the next comparison (up to [`MAX_PERIOD`], at once when the
 //! other was slower by more than [`FAR_BEHIND`]), so a settled pool spends
-//! under 2% of its epochs on the setting that lost.
+//! under 2% of its epochs on the setting that lost. A setting already that
+//! far behind after [`PROBE`] checkouts of a comparison is given up there,
+//! so trying a much slower one costs a few hundred slow checkouts.
 //!
 //! The hot path is two relaxed atomic additions per checkout and two per
 //! return; a lock is taken only at the end of an epoch, by one thread.
@@ -37,6 +39,10 @@ pub(crate) const MARGIN: f64 = 0.02;
 pub(crate) const FAR_BEHIND: f64 = 0.25;
 /// Epochs of a comparison.
 const COMPARED: u8 = 4;
+/// Checkouts between two looks, in a comparison's first epoch, at whether
+/// the other setting is already far behind (so that trying a setting that
+/// is much slower costs a few hundred slow checkouts, not two epochs).
+pub(crate) const PROBE: u64 = 256;
 
 /// Whether a checkout looks for an idle connection that already serves the
 /// tenant (see [`TenantPoolBuilder::tenant_affinity`](crate::TenantPoolBuilder::tenant_affinity)).
@@ -72,9 +78,11 @@ pub(crate) struct Tuner {
     on: AtomicBool,
     checkouts: AtomicU64,
     /// Nanoseconds borrowed and borrows, by setting (`[off, on]`), since the
-    /// current comparison began.
+    /// current comparison or epoch began.
     nanos: [AtomicU64; 2],
     borrows: [AtomicU64; 2],
+    /// In the first epoch of a comparison, trying the other setting.
+    probing: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -90,6 +98,9 @@ struct State {
     comparing: Option<u8>,
     /// Mean microseconds borrowed with affinity off and on, in the last comparison.
     last: Option<(f64, f64)>,
+    /// Mean microseconds borrowed with the chosen setting in the last epoch
+    /// before the comparison under way.
+    baseline: Option<f64>,
 }
 
 /// What the tuner has found, for [`PoolState`](crate::PoolState).
@@ -108,12 +119,14 @@ impl Tuner {
             checkouts: AtomicU64::new(0),
             nanos: Default::default(),
             borrows: Default::default(),
+            probing: AtomicBool::new(false),
             state: Mutex::new(State {
                 chosen: on,
                 left: FIRST_PERIOD,
                 period: FIRST_PERIOD,
                 comparing: None,
                 last: None,
+                baseline: None,
             }),
         }
     }
@@ -131,6 +144,8 @@ impl Tuner {
         let n = self.checkouts.fetch_add(1, Ordering::Relaxed) + 1;
         if n % EPOCH == 0 {
             self.epoch_ended();
+        } else if n % PROBE == 0 && self.probing.load(Ordering::Relaxed) {
+            self.probe();
         }
     }
 
@@ -154,18 +169,19 @@ impl Tuner {
         // Epochs last thousands of checkouts: a thread finding the lock taken
         // is at the same boundary as the one holding it.
         let Ok(mut state) = self.state.try_lock() else { return };
+        self.probing.store(false, Ordering::Relaxed);
         let on = match state.comparing {
-            None if state.left > 1 => {
-                state.left -= 1;
-                state.chosen
-            }
             None => {
-                for i in 0..2 {
-                    self.nanos[i].store(0, Ordering::Relaxed);
-                    self.borrows[i].store(0, Ordering::Relaxed);
+                state.baseline = self.mean(usize::from(state.chosen)).or(state.baseline);
+                self.reset();
+                if state.left > 1 {
+                    state.left -= 1;
+                    state.chosen
+                } else {
+                    state.comparing = Some(0);
+                    self.probing.store(true, Ordering::Relaxed);
+                    !state.chosen
                 }
-                state.comparing = Some(0);
-                !state.chosen
             }
             Some(k) if k + 1 < COMPARED => {
                 state.comparing = Some(k + 1);
@@ -184,13 +200,45 @@ impl Tuner {
         self.on.store(on, Ordering::Relaxed);
     }
 
+    /// Mean microseconds borrowed with setting `i` since the last reset.
+    fn mean(&self, i: usize) -> Option<f64> {
+        let n = self.borrows[i].load(Ordering::Relaxed);
+        (n > 0).then(|| self.nanos[i].load(Ordering::Relaxed) as f64 / n as f64 / 1000.0)
+    }
+
+    fn reset(&self) {
+        for i in 0..2 {
+            self.nanos[i].store(0, Ordering::Relaxed);
+            self.borrows[i].store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// In a comparison's first epoch: gives up on the other setting at once
+    /// when it is already far behind the chosen one's last epoch.
+    fn probe(&self) {
+        let Ok(mut state) = self.state.try_lock() else { return };
+        let other = usize::from(!state.chosen);
+        let (Some(0), Some(baseline)) = (state.comparing, state.baseline) else { return };
+        let Some(mean) =
+            self.mean(other).filter(|_| self.borrows[other].load(Ordering::Relaxed) >= PROBE / 2)
+        else {
+            return;
+        };
+        if mean <= baseline * (1.0 + FAR_BEHIND) {
+            return;
+        }
+        self.probing.store(false, Ordering::Relaxed);
+        state.comparing = None;
+        state.last = Some(if state.chosen { (mean, baseline) } else { (baseline, mean) });
+        state.period = MAX_PERIOD;
+        state.left = MAX_PERIOD;
+        self.reset();
+        self.on.store(state.chosen, Ordering::Relaxed);
+    }
+
     fn decide(&self, state: &mut State) {
         state.comparing = None;
-        let mean = |i: usize| {
-            let n = self.borrows[i].load(Ordering::Relaxed);
-            (n > 0).then(|| self.nanos[i].load(Ordering::Relaxed) as f64 / n as f64 / 1000.0)
-        };
-        let (Some(off), Some(on)) = (mean(0), mean(1)) else {
+        let (Some(off), Some(on)) = (self.mean(0), self.mean(1)) else {
             state.left = state.period;
             return;
         };
@@ -243,14 +291,24 @@ mod tests {
     }
 
     #[test]
-    fn adaptive_keeps_affinity_when_it_pays() {
+    fn a_far_slower_setting_is_given_up_within_a_few_hundred_checkouts() {
         let tuner = Tuner::new(TenantAffinity::Adaptive);
-        let settings = run(&tuner, 200, |on| if on { 100 } else { 250 });
+        let mut off = Vec::new();
+        for n in 0..200 * EPOCH {
+            let on = tuner.on();
+            if !on {
+                off.push(n);
+            }
+            tuner.checked_out();
+            tuner.returned(on, Duration::from_micros(if on { 100 } else { 250 }));
+        }
         assert!(tuner.on());
-        // Off 2.5 times slower: after the first comparison (epochs 8-11) the
-        // next comes only after the longest period.
-        let off: Vec<usize> = (0..settings.len()).filter(|&i| !settings[i]).collect();
-        assert_eq!(off, vec![8, 11, 12 + MAX_PERIOD as usize, 15 + MAX_PERIOD as usize]);
+        // Tried in the first comparison (epoch 8) and after the longest
+        // period, each time for one look's worth of checkouts.
+        assert_eq!(off.len() as u64, 2 * PROBE, "{} checkouts off", off.len());
+        assert_eq!(off[0], 8 * EPOCH);
+        assert!(off[off.len() - 1] > (8 + u64::from(MAX_PERIOD)) * EPOCH);
+        assert_eq!(tuner.reading().last, Some((250.0, 100.0)));
     }
 
     #[test]

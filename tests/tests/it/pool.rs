@@ -498,8 +498,9 @@ fn adaptive_affinity_compares_both_settings_on_real_traffic_and_keeps_the_faster
     let (off, on) = state.affinity_measured.unwrap();
     assert!(off > on, "switching on every checkout measured faster than hits: {state:?}");
     assert!(state.affinity, "{state:?}");
-    // The comparison really ran without affinity: two epochs of switches.
-    assert!(state.switches > 2 * 2_000, "{state:?}");
+    // The comparison really ran without affinity, switching on every
+    // checkout, until the pool saw it far behind and gave it up.
+    assert!(state.switches > 100, "{state:?}");
     // And with affinity back on, taking turns switches nothing (once each
     // tenant has a connection again: the comparison ended without affinity).
     for _ in 0..2 {
