@@ -170,8 +170,6 @@ pub fn idle_tenants(pool: &crate::TenantPool) -> Vec<Option<String>> {
             _ => None,
         })
         .collect();
-    while let Some(conn) = idle.pop() {
-        drop(conn);
-    }
+    crate::pool::checkout::give_back(idle);
     tenants
 }

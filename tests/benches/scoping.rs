@@ -1198,60 +1198,31 @@ impl Bench<'_> {
                 statements.0.store(0, Ordering::Relaxed);
                 requests.store(0, Ordering::Relaxed);
             }
-            let variants = vec![
+            let ours = [
+                (&with, &with_requests, &with_statements),
+                (&always, &always_requests, &always_statements),
+                (&without, &without_requests, &without_statements),
+                (&home, &home_requests, &home_statements),
+            ];
+            // Our pool `k` of `ours` on Zipf traffic; `split`: its slot in `splits`.
+            let ours = |name: &str, k: usize, split: usize| {
+                let (pool, requests, statements) = ours[k];
+                let split = (threads == 1).then_some(&splits[split]);
+                Variant::new(name, threads, zipf_lookup(pool, tenants, &zipf, (requests, statements), split))
+            };
+            let mut variants = vec![
                 Variant::new(PLAIN_DEFAULTS, threads, plain_lookup(&plain_default)),
                 Variant::new(PLAIN_SAME, threads, plain_lookup(&plain_same)),
-                Variant::new(
-                    "tenant(), the default (affinity adaptive)",
-                    threads,
-                    zipf_lookup(
-                        &with,
-                        tenants,
-                        &zipf,
-                        (&with_requests, &with_statements),
-                        (threads == 1).then_some(&splits[0]),
-                    ),
-                ),
+                ours("tenant(), the default (affinity adaptive)", 0, 0),
                 Variant::new(
                     "SET search_path per checkout",
                     threads,
                     zipf_naive_lookup(&plain_same, tenants, &zipf),
                 ),
-                Variant::new(
-                    "tenant(), affinity always on (least asked-for evicted)",
-                    threads,
-                    zipf_lookup(
-                        &always,
-                        tenants,
-                        &zipf,
-                        (&always_requests, &always_statements),
-                        (threads == 1).then_some(&splits[6]),
-                    ),
-                ),
-                Variant::new(
-                    "tenant(), affinity off",
-                    threads,
-                    zipf_lookup(
-                        &without,
-                        tenants,
-                        &zipf,
-                        (&without_requests, &without_statements),
-                        (threads == 1).then_some(&splits[1]),
-                    ),
-                ),
-                Variant::new(
-                    "tenant(), affinity on, home slots",
-                    threads,
-                    zipf_lookup(
-                        &home,
-                        tenants,
-                        &zipf,
-                        (&home_requests, &home_statements),
-                        (threads == 1).then_some(&splits[2]),
-                    ),
-                ),
+                ours("tenant(), affinity always on (least asked-for evicted)", 1, 6),
+                ours("tenant(), affinity off", 2, 1),
+                ours("tenant(), affinity on, home slots", 3, 2),
             ];
-            let mut variants = variants;
             if threads == 1 {
                 for (name, policy) in [
                     (MODEL_MRU, Eviction::HandedOut),

@@ -442,7 +442,7 @@ pub(crate) fn home_slots(schema: &str, slots: usize) -> [usize; 2] {
 
 /// Returns connections looked at and not taken, least recent first, so that
 /// r2d2's idle list keeps its most-recently-used order.
-fn give_back(mut idle: Vec<Pooled>) {
+pub(crate) fn give_back(mut idle: Vec<Pooled>) {
     while let Some(conn) = idle.pop() {
         drop(conn);
     }

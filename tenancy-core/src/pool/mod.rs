@@ -12,7 +12,7 @@
 
 mod builder;
 mod check_in;
-mod checkout;
+pub(crate) mod checkout;
 mod connection;
 mod heat;
 mod manager;

@@ -166,9 +166,9 @@ impl Tuner {
     }
 
     fn epoch_ended(&self) {
-        // Epochs last thousands of checkouts: a thread finding the lock taken
-        // is at the same boundary as the one holding it.
-        let Ok(mut state) = self.state.try_lock() else { return };
+        // One thread per boundary gets here (the checkout counter says which);
+        // others hold the lock only for a moment (`probe`, `reading`).
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         self.probing.store(false, Ordering::Relaxed);
         let on = match state.comparing {
             None => {
@@ -243,6 +243,8 @@ impl Tuner {
             return;
         };
         state.last = Some((off, on));
+        // The next epoch's mean, the baseline of the next comparison, starts afresh.
+        self.reset();
         let (chosen, other) = if state.chosen { (on, off) } else { (off, on) };
         if other < chosen * (1.0 - MARGIN) {
             state.chosen = !state.chosen;
